@@ -1,0 +1,5 @@
+import sys
+
+from audiolm_pl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The one place that maps a stage name to the classes that build it.
+
+Entries are "module:attribute" strings, imported on first use so that `audiolm-pl --help`
+stays fast and a stage's heavy imports load only when that stage runs. Swapping a stage's
+implementation is an edit here (or a different config), nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    name: str
+    conf_group: str  # folder under conf/
+    config_ref: str  # "module:RunConfigDataclass"
+    build_ref: str  # "module:build" -> (LightningModule, LightningDataModule)
+
+    def config_class(self) -> type:
+        return _resolve(self.config_ref)
+
+    def build(self, run_config: Any):
+        builder: Callable = _resolve(self.build_ref)
+        return builder(run_config)
+
+
+STAGES: dict[str, StageEntry] = {}
+
+
+def register(entry: StageEntry) -> None:
+    STAGES[entry.name] = entry
+
+
+def get_stage(name: str) -> StageEntry:
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; known stages: {sorted(STAGES)}")
+    return STAGES[name]
+
+
+def _resolve(ref: str) -> Any:
+    module_name, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+# Trainable stages. Each module keeps its run-config dataclass and `build` side by side.
+for _entry in (
+    StageEntry("codec", "codec", "audiolm_pl.codec.lightning:CodecRunConfig", "audiolm_pl.codec.lightning:build"),
+    StageEntry("ssl", "ssl", "audiolm_pl.semantic.ssl_lightning:SSLRunConfig", "audiolm_pl.semantic.ssl_lightning:build"),
+    StageEntry("semantic", "lm/semantic", "audiolm_pl.lm.stages:SemanticRunConfig", "audiolm_pl.lm.stages:build_semantic"),
+    StageEntry("coarse", "lm/coarse", "audiolm_pl.lm.stages:CoarseRunConfig", "audiolm_pl.lm.stages:build_coarse"),
+    StageEntry("fine", "lm/fine", "audiolm_pl.lm.stages:FineRunConfig", "audiolm_pl.lm.stages:build_fine"),
+):
+    register(_entry)

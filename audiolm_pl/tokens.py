@@ -1,0 +1,160 @@
+"""The token contract between stages (see DESIGN.md, "Stages and the token contract").
+
+Producers of tokens (an acoustic codec, a semantic tokenizer) expose `sample_rate`,
+`frame_rate` and their vocabulary as properties; `token_spec` bundles them into a
+`TokenSpec` that is stored in every checkpoint and token shard. Consumers (the LMs,
+the tokenize job, the composite) keep the spec they were trained on and call
+`require_same_spec` when they meet a producer, which refuses a mismatch with a
+message that names both sides.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+TokenKind = Literal["acoustic", "semantic"]
+
+
+class TokenSpecMismatch(ValueError):
+    """Two stages that must share a token vocabulary do not."""
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """What a token id means: which audio rate, how many frames per second, how many ids.
+
+    For an acoustic codec `vocab_size` is the codebook size of each of `num_quantizers`
+    residual levels; a semantic tokenizer has `num_quantizers == 1`.
+    """
+
+    kind: TokenKind
+    sample_rate: int
+    frame_rate: float
+    vocab_size: int
+    num_quantizers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("acoustic", "semantic"):
+            raise ValueError(f"TokenSpec.kind must be 'acoustic' or 'semantic', got {self.kind!r}")
+        for name in ("sample_rate", "vocab_size", "num_quantizers"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"TokenSpec.{name} must be positive, got {getattr(self, name)!r}")
+        if self.frame_rate <= 0:
+            raise ValueError(f"TokenSpec.frame_rate must be positive, got {self.frame_rate!r}")
+
+    @property
+    def samples_per_frame(self) -> float:
+        return self.sample_rate / self.frame_rate
+
+    def describe(self) -> str:
+        if self.kind == "acoustic":
+            vocab = f"{self.num_quantizers} x {self.vocab_size} codes"
+        else:
+            vocab = f"{self.vocab_size} ids"
+        return f"{vocab} at {self.frame_rate:g} Hz over {self.sample_rate} Hz audio"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TokenSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"unknown TokenSpec keys {sorted(unknown)}; expected {sorted(fields)}")
+        return cls(**values)
+
+
+def require_same_spec(
+    expected: TokenSpec, actual: TokenSpec, *, consumer: str, producer: str
+) -> None:
+    """Raise `TokenSpecMismatch` unless `actual` is the spec `consumer` was trained on.
+
+    consumer: who holds `expected`, e.g. "coarse LM (runs/coarse/last.ckpt)".
+    producer: who produced `actual`, e.g. "codec (runs/codec/last.ckpt)".
+    """
+    if expected == actual:
+        return
+    differing = [
+        f"{f.name} {getattr(expected, f.name)!r} vs {getattr(actual, f.name)!r}"
+        for f in dataclasses.fields(TokenSpec)
+        if getattr(expected, f.name) != getattr(actual, f.name)
+    ]
+    raise TokenSpecMismatch(
+        f"{consumer} was trained on {expected.kind} tokens of {expected.describe()}; "
+        f"{producer} gives {actual.describe()} (differs in: {', '.join(differing)})"
+    )
+
+
+class AcousticCodec(nn.Module, abc.ABC):
+    """Waveform <-> residual-VQ codes. Implemented by the codec stage (SoundStream)."""
+
+    @property
+    @abc.abstractmethod
+    def sample_rate(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def frame_rate(self) -> float: ...
+
+    @property
+    @abc.abstractmethod
+    def codebook_size(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def num_quantizers(self) -> int: ...
+
+    @abc.abstractmethod
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, T_wav) float at `sample_rate` -> codes (B, T_a, Q) int64."""
+
+    @abc.abstractmethod
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, T_a, q) int64 with q <= Q (fewer levels = lower bitrate) -> wav (B, T_wav)."""
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec(
+            kind="acoustic",
+            sample_rate=int(self.sample_rate),
+            frame_rate=float(self.frame_rate),
+            vocab_size=int(self.codebook_size),
+            num_quantizers=int(self.num_quantizers),
+        )
+
+
+class SemanticTokenizer(nn.Module, abc.ABC):
+    """Waveform -> semantic ids (SSL features + k-means). Implemented by the semantic stage."""
+
+    @property
+    @abc.abstractmethod
+    def sample_rate(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def frame_rate(self) -> float: ...
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abc.abstractmethod
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, T_wav) float at `sample_rate` -> ids (B, T_s) int64 in [0, vocab_size)."""
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec(
+            kind="semantic",
+            sample_rate=int(self.sample_rate),
+            frame_rate=float(self.frame_rate),
+            vocab_size=int(self.vocab_size),
+            num_quantizers=1,
+        )

@@ -1,0 +1,132 @@
+"""One way to train every stage: a `TrainerConfig` preset + a stage config -> `lightning.Trainer`.
+
+Each stage module (see `registry.STAGES`) provides a run-config dataclass with a
+`trainer: TrainerConfig` field and a `build(config) -> (LightningModule, LightningDataModule)`
+function. `train_stage` turns that into a run directory holding TensorBoard logs,
+`checkpoints/last.ckpt` (resumed exactly on a rerun), and the resolved `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from audiolm_pl import config as config_lib
+from audiolm_pl import registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    """Maps onto `lightning.Trainer` arguments; presets live in `conf/trainer/*.yaml`."""
+
+    accelerator: str = "auto"
+    devices: Any = 1  # int, list of ids or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # "auto" | "ddp" | "fsdp" | "ddp_spawn" | ...
+    precision: str = "32-true"  # "bf16-mixed" on GPU
+    max_steps: int = 1000
+    max_time: Optional[str] = None  # "DD:HH:MM:SS": stop (and checkpoint) after this long
+    val_check_interval: int = 200  # optimizer steps between validations
+    limit_val_batches: int = 8
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = 1.0  # ignored by manual-optimisation stages
+    checkpoint_every_n_steps: int = 200
+    fast_dev_run: bool = False
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: Optional[str] = None  # defaults to the stage name
+    resume: bool = True  # continue from <run>/checkpoints/last.ckpt when it exists
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay to `min_lr_ratio * lr`."""
+
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+
+
+def run_dir(trainer_config: TrainerConfig, stage: str) -> Path:
+    return Path(trainer_config.output_dir) / (trainer_config.run_name or stage)
+
+
+def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: bool = False):
+    """A `lightning.Trainer` with TensorBoard logging and `last.ckpt` checkpointing."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    tc = trainer_config
+    checkpoint = ModelCheckpoint(
+        dirpath=directory / "checkpoints",
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=tc.checkpoint_every_n_steps,
+        save_last=True,
+        save_top_k=-1 if tc.checkpoint_every_n_steps else 0,
+    )
+    logger = TensorBoardLogger(save_dir=str(directory), name="tb", version="")
+    return L.Trainer(
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=tc.strategy,
+        precision=tc.precision,
+        max_steps=tc.max_steps,
+        max_time=tc.max_time,
+        val_check_interval=tc.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=tc.limit_val_batches,
+        log_every_n_steps=tc.log_every_n_steps,
+        accumulate_grad_batches=1 if manual_clip else tc.accumulate_grad_batches,
+        gradient_clip_val=None if manual_clip else tc.gradient_clip_val,
+        fast_dev_run=tc.fast_dev_run,
+        enable_progress_bar=tc.enable_progress_bar,
+        deterministic=tc.deterministic,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        logger=logger,
+        default_root_dir=str(directory),
+    )
+
+
+def load_stage_config(
+    stage: str,
+    config: str | Path,
+    trainer_preset: str | Path | None = None,
+    overrides: Sequence[str] = (),
+):
+    """Resolve `config` (a name under conf/<stage group>/ or a path) into the stage's dataclass."""
+    spec = registry.get_stage(stage)
+    path = config_lib.resolve_config_path(spec.conf_group, config)
+    at = {"trainer": config_lib.resolve_config_path("trainer", trainer_preset)} if trainer_preset else None
+    return config_lib.load_config(spec.config_class(), path, overrides=overrides, at=at)
+
+
+def train_stage(stage: str, run_config: Any) -> Path:
+    """Train `stage` with a resolved run config; returns the run directory."""
+    import lightning as L
+
+    spec = registry.get_stage(stage)
+    tc: TrainerConfig = run_config.trainer
+    L.seed_everything(tc.seed, workers=True)
+    directory = run_dir(tc, stage)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_lib.save_yaml(run_config, directory / "config.yaml")
+    module, datamodule = spec.build(run_config)
+    trainer = build_trainer(tc, directory, manual_clip=not module.automatic_optimization)
+    last = directory / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if (tc.resume and last.exists() and not tc.fast_dev_run) else None
+    if ckpt_path:
+        log.info("resuming %s from %s", stage, ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return directory
