@@ -26,3 +26,49 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+def synthetic_voice(f0: float, seconds: float, sample_rate: int, seed: int):
+    """A speech-like test signal: harmonics of `f0` with vibrato, syllable envelope and noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * 5 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
+    syllables = 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)))
+    wav = 0.3 * voiced * syllables + 0.01 * rng.standard_normal(len(t))
+    return wav.astype("float32")
+
+
+@pytest.fixture(scope="session")
+def audio_folders(tmp_path_factory):
+    """Plain audio folders: 4 train speakers and 1 held-out speaker, text sidecars included."""
+    import soundfile
+
+    root = tmp_path_factory.mktemp("audio_folders")
+    speakers = {"train": [("spk_a", 110.0), ("spk_b", 150.0), ("spk_c", 200.0), ("spk_d", 240.0)], "val": [("spk_v", 175.0)]}
+    for split, voices in speakers.items():
+        for speaker_index, (speaker, f0) in enumerate(voices):
+            folder = root / split / speaker
+            folder.mkdir(parents=True)
+            for utt in range(4):
+                seconds = 0.8 + 0.4 * utt
+                wav = synthetic_voice(f0, seconds, 16000, seed=100 * speaker_index + utt)
+                soundfile.write(folder / f"utt{utt}.wav", wav, 16000)
+                (folder / f"utt{utt}.txt").write_text(f"utterance {utt} of {speaker}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def audio_shards(audio_folders, tmp_path_factory):
+    """Audio shards made by the real `write_shards`: 4 train shards, 1 val shard, 16 kHz."""
+    from types import SimpleNamespace
+
+    from audiolm_pl.data.shards import write_shards
+
+    out = tmp_path_factory.mktemp("audio_shards")
+    write_shards(audio_folders / "train", out / "train", sample_rate=16000, samples_per_shard=4, progress=False)
+    write_shards(audio_folders / "val", out / "val", sample_rate=16000, samples_per_shard=8, progress=False)
+    return SimpleNamespace(train=out / "train", val=out / "val", sample_rate=16000)

@@ -1,0 +1,126 @@
+"""`AudioDataModule`: random crops of audio from WebDataset shards, for the codec and SSL stages.
+
+Batches are dicts:
+    wav  float32 (B, T)  T = crop_seconds * sample_rate, zero-padded past a clip's end
+    mask bool    (B, T)  True on real audio, False on padding
+    key  list[str]       sample keys (shard-unique), for debugging and logging
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import lightning as L
+import numpy as np
+import soundfile
+import torch
+from torch.utils.data import DataLoader
+
+from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
+from audiolm_pl.data.stream import EpochLoader, ShardStream, resume_position
+
+
+@dataclass
+class AudioDataConfig:
+    train_shards: str = "shards/speech/train"  # shard directory, brace pattern or glob
+    val_shards: str = "shards/speech/val"
+    sample_rate: int = 16000
+    crop_seconds: float = 1.0
+    batch_size: int = 8
+    num_workers: int = 0  # per rank; never more than shards per rank
+    shuffle_buffer: int = 200
+    samples_per_epoch: int = 2000  # per rank; an epoch has samples_per_epoch // batch_size batches
+    val_samples: int = 64  # per rank
+    min_seconds: float = 0.1  # shorter clips are dropped
+    seed: int = 0
+
+
+class AudioDecodeError(ValueError):
+    """A sample in a shard is not the audio its manifest promises."""
+
+
+def decode_audio(sample: dict, expected_rate: int) -> np.ndarray:
+    """The `flac` (or `wav`) entry of a raw WebDataset sample -> float32 (T,) mono."""
+    where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+    payload = sample.get("flac") or sample.get("wav")
+    if payload is None:
+        raise AudioDecodeError(f"{where} has no 'flac' or 'wav' entry (keys: {sorted(sample)})")
+    audio, rate = soundfile.read(io.BytesIO(payload), dtype="float32", always_2d=True)
+    if rate != expected_rate:
+        raise AudioDecodeError(f"{where} is {rate} Hz; this config expects {expected_rate} Hz (data.sample_rate)")
+    if audio.shape[1] != 1:
+        raise AudioDecodeError(f"{where} has {audio.shape[1]} channels; shards must be mono")
+    return audio[:, 0]
+
+
+class AudioCropper:
+    """raw sample -> {"wav": (T,), "mask": (T,), "key"}: a random crop (train) or the start (val)."""
+
+    def __init__(self, config: AudioDataConfig, train: bool):
+        self.config = config
+        self.train = train
+        self.crop_samples = int(round(config.crop_seconds * config.sample_rate))
+        self.min_samples = int(config.min_seconds * config.sample_rate)
+
+    def __call__(self, sample: dict, rng: random.Random) -> Optional[dict]:
+        audio = decode_audio(sample, self.config.sample_rate)
+        if len(audio) < self.min_samples:
+            return None
+        start = rng.randrange(len(audio) - self.crop_samples + 1) if self.train and len(audio) > self.crop_samples else 0
+        crop = audio[start : start + self.crop_samples]
+        wav = np.zeros(self.crop_samples, dtype=np.float32)
+        wav[: len(crop)] = crop
+        mask = np.zeros(self.crop_samples, dtype=bool)
+        mask[: len(crop)] = True
+        return {"wav": wav, "mask": mask, "key": sample["__key__"]}
+
+
+def collate_audio(examples: list[dict]) -> dict:
+    return {
+        "wav": torch.from_numpy(np.stack([e["wav"] for e in examples])),  # (B, T)
+        "mask": torch.from_numpy(np.stack([e["mask"] for e in examples])),  # (B, T)
+        "key": [e["key"] for e in examples],
+    }
+
+
+class AudioDataModule(L.LightningDataModule):
+    def __init__(self, config: AudioDataConfig):
+        super().__init__()
+        self.config = config
+
+    def setup(self, stage: str | None = None) -> None:
+        for field_name in ("train_shards", "val_shards"):
+            manifest = manifest_for(getattr(self.config, field_name))
+            rate = manifest and manifest.get("sample_rate")
+            if rate and int(rate) != self.config.sample_rate:
+                raise AudioDecodeError(
+                    f"data.{field_name}={getattr(self.config, field_name)!r} holds {rate} Hz audio "
+                    f"(manifest.json); data.sample_rate is {self.config.sample_rate}"
+                )
+
+    def _stream(self, train: bool) -> ShardStream:
+        c = self.config
+        return ShardStream(
+            resolve_shards(c.train_shards if train else c.val_shards),
+            AudioCropper(c, train),
+            collate_audio,
+            c.batch_size,
+            train=train,
+            seed=c.seed,
+            shuffle_buffer=c.shuffle_buffer,
+            batches_per_epoch=max(1, c.samples_per_epoch // c.batch_size),
+            samples_per_rank=c.val_samples,
+            num_workers=c.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return EpochLoader(self._stream(train=True), resume_position(self.trainer))
+
+    def val_dataloader(self) -> DataLoader:
+        stream = self._stream(train=False)
+        workers = min(self.config.num_workers, len(stream.shards))
+        stream.num_workers = workers
+        return DataLoader(stream, batch_size=None, num_workers=workers)

@@ -1,0 +1,183 @@
+"""A deterministic, resumable, DDP-aware stream of batches from WebDataset tar shards.
+
+Training streams split the shard list by node (rank) and then by dataloader worker, so no
+two readers share a shard, and *resample* shards within their split forever; an epoch is a
+fixed number of batches, so DDP ranks stay in step. Every random choice (which shard, the
+shuffle buffer, the crop) comes from a generator seeded by (seed, epoch, rank, worker):
+the same run gives the same batches, and a resumed run skips exactly the batches that the
+interrupted one had already trained on.
+
+Validation streams read every shard in order, deal the samples round-robin to ranks and
+workers, and stop at a fixed count per rank (cycling if the set is small), so every rank
+runs the same number of validation steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset
+
+log = logging.getLogger(__name__)
+
+# make_example(raw_sample, rng) -> example dict, or None to drop the sample (bad item).
+MakeExample = Callable[[dict, random.Random], Optional[dict]]
+Collate = Callable[[list[dict]], dict]
+
+
+@dataclass
+class StreamPosition:
+    epoch: int = 0
+    skip_batches: int = 0  # batches of `epoch` already consumed (resume)
+
+
+class ShardStream(IterableDataset):
+    def __init__(
+        self,
+        shards: list[str],
+        make_example: MakeExample,
+        collate: Collate,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        shuffle_buffer: int = 100,
+        batches_per_epoch: int = 100,
+        samples_per_rank: int = 64,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.shards = list(shards)
+        self.make_example = make_example
+        self.collate = collate
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.batches_per_epoch = batches_per_epoch  # per rank (train)
+        self.samples_per_rank = samples_per_rank  # (validation)
+        self.num_workers = num_workers
+        self.position = StreamPosition()
+
+    # -- shard selection ---------------------------------------------------------------
+    def _reader_shards(self, rank: int, world: int, worker: int, num_workers: int) -> list[str]:
+        readers = world * num_workers
+        if len(self.shards) < readers:
+            raise ValueError(
+                f"{len(self.shards)} training shards cannot be split over {world} ranks x {num_workers} "
+                f"dataloader workers; use at most {len(self.shards) // max(world, 1)} workers per rank "
+                "or write more, smaller shards (--samples-per-shard)"
+            )
+        by_node = self.shards[rank::world]  # split_by_node
+        return by_node[worker::num_workers]  # split_by_worker
+
+    def _raw_train_samples(self, rng: random.Random, shards: list[str]) -> Iterator[dict]:
+        while True:  # resampled: draw shards with replacement, forever
+            url = rng.choice(shards)
+            yield from wds.tarfile_samples([{"url": url}], handler=wds.warn_and_continue)
+
+    def _raw_val_samples(self, rank: int, world: int, worker: int, num_workers: int) -> Iterator[dict]:
+        quota = self.samples_per_rank // num_workers + (worker < self.samples_per_rank % num_workers)
+        produced = 0
+        while produced < quota:
+            seen_any = False
+            samples = wds.tarfile_samples([{"url": url} for url in self.shards], handler=wds.warn_and_continue)
+            for index, sample in enumerate(samples):
+                seen_any = True
+                if index % world != rank or (index // world) % num_workers != worker:
+                    continue
+                yield sample
+                produced += 1
+                if produced >= quota:
+                    return
+            if not seen_any:
+                raise ValueError(f"validation shards {self.shards[:3]} hold no samples")
+
+    def __len__(self) -> int:
+        if self.train:
+            return self.batches_per_epoch
+        readers = max(self.num_workers, 1)
+        quotas = [self.samples_per_rank // readers + (w < self.samples_per_rank % readers) for w in range(readers)]
+        return sum(-(-quota // self.batch_size) for quota in quotas)
+
+    # -- iteration --------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        rank, world, worker, num_workers = wds.utils.pytorch_worker_info()
+        epoch = self.position.epoch if self.train else 0
+        rng = random.Random(hash((self.seed, epoch, rank, worker, self.train)) & 0xFFFFFFFF)
+        if self.train:
+            raw = self._raw_train_samples(rng, self._reader_shards(rank, world, worker, num_workers))
+            raw = _shuffled(raw, self.shuffle_buffer, rng)
+        else:
+            raw = self._raw_val_samples(rank, world, worker, num_workers)
+        my_batches = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
+        # the DataLoader takes batches from workers round-robin: global batch i is worker i % W's
+        skip = sum(1 for i in range(self.position.skip_batches) if i % num_workers == worker) if self.train else 0
+        emitted = 0
+        for batch in self._batches(raw, rng):
+            if self.train and emitted >= my_batches:
+                return
+            emitted += 1
+            if emitted <= skip:
+                continue
+            yield batch
+
+    def _batches(self, raw: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        pending: list[dict] = []
+        for sample in raw:
+            example = self.make_example(sample, rng)
+            if example is None:
+                continue
+            pending.append(example)
+            if len(pending) == self.batch_size:
+                yield self.collate(pending)
+                pending = []
+        if pending and not self.train:
+            yield self.collate(pending)
+
+
+def _shuffled(samples: Iterator[dict], buffer_size: int, rng: random.Random) -> Iterator[dict]:
+    """Reservoir-style shuffle buffer driven by `rng` (so it is reproducible)."""
+    if buffer_size <= 1:
+        yield from samples
+        return
+    buffer: list[dict] = []
+    for sample in samples:
+        if len(buffer) < buffer_size:
+            buffer.append(sample)
+            continue
+        index = rng.randrange(len(buffer))
+        buffer[index], sample = sample, buffer[index]
+        yield sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader over a `ShardStream` that advances the stream's epoch on every pass.
+
+    Lightning only calls `set_epoch` on samplers; an iterable dataset needs its own counter.
+    The dataset is copied to the workers at each `iter()`, so the new epoch reaches them.
+    """
+
+    def __init__(self, stream: ShardStream, start: StreamPosition):
+        super().__init__(stream, batch_size=None, num_workers=stream.num_workers, persistent_workers=False)
+        self._next_position = start
+
+    def __iter__(self):
+        self.dataset.position = self._next_position
+        self._next_position = StreamPosition(epoch=self._next_position.epoch + 1)
+        return super().__iter__()
+
+
+
+def resume_position(trainer) -> StreamPosition:
+    """Where a (possibly resumed) Lightning trainer stands in its training stream."""
+    if trainer is None:
+        return StreamPosition()
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return StreamPosition(epoch=int(trainer.current_epoch), skip_batches=int(progress.ready))
