@@ -1,0 +1,121 @@
+"""Sampling from a `TransformerLM`: temperature, top-k, top-p, KV-cached decoding, sliding window.
+
+`generate` is stage-agnostic: the stage says, step by step, which token ids are allowed
+(`allowed(step, previous) -> bool mask`), e.g. only the codes of the RVQ level due next.
+With `use_cache` it prefills a KV cache with the prefix and then feeds one token per step;
+without, it reruns the whole (windowed) sequence every step (the reference, and the
+benchmark's baseline). Past `window` positions the cache keeps only its newest entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from audiolm_pl.lm.transformer import TransformerLM
+
+# allowed(step, previous) -> bool (V,) or (B, V) mask of ids that may come next;
+# step counts generated tokens from 0, previous (B,) is the last token of the sequence.
+AllowedFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0  # 0 = greedy (argmax)
+    top_k: int = 0  # keep the k most likely ids; 0 = all
+    top_p: float = 1.0  # keep the smallest set of ids whose probability reaches top_p
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got {self}"
+            )
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """logits (B, V) -> logits (B, V) with -inf outside the top-k / nucleus (top-p) set."""
+    logits = logits.clone()
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits[logits < kth] = float("-inf")
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (B, V)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this id already >= p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocab order
+        logits[drop] = float("-inf")
+    return logits
+
+
+def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """logits (B, V) -> ids (B,)."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+def _restrict(logits: torch.Tensor, allowed: Optional[AllowedFn], step: int, previous: torch.Tensor) -> torch.Tensor:
+    if allowed is None:
+        return logits
+    mask = allowed(step, previous).to(logits.device)  # (V,) or (B, V)
+    return logits.masked_fill(~mask, float("-inf"))
+
+
+@torch.no_grad()
+def generate(
+    model: TransformerLM,
+    prefix: torch.Tensor,
+    num_tokens: int,
+    sampling: SamplingConfig,
+    allowed: Optional[AllowedFn] = None,
+    window: Optional[int] = None,
+    use_cache: bool = True,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """prefix (B, T0) int64, T0 >= 1 -> the `num_tokens` new tokens (B, num_tokens).
+
+    window: most positions the model attends over (default: its trained `max_seq_len`).
+    """
+    if prefix.dim() != 2 or prefix.shape[1] == 0:
+        raise ValueError(f"prefix must be (B, T0) with T0 >= 1, got shape {tuple(prefix.shape)}")
+    window = window or model.config.max_seq_len
+    was_training = model.training
+    model.eval()
+    try:
+        if use_cache:
+            return _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator)
+        return _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator)
+    finally:
+        model.train(was_training)
+
+
+def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator) -> torch.Tensor:
+    tokens = prefix
+    for step in range(num_tokens):
+        logits = model(tokens[:, -window:])[:, -1]  # (B, V)
+        next_ids = sample_next(_restrict(logits, allowed, step, tokens[:, -1]), sampling, generator)  # (B,)
+        tokens = torch.cat([tokens, next_ids[:, None]], dim=1)  # (B, T + 1)
+    return tokens[:, prefix.shape[1]:]  # (B, num_tokens)
+
+
+def _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator) -> torch.Tensor:
+    batch = prefix.shape[0]
+    cache = model.new_cache(batch, window)
+    # trimming drops a quarter window at once, so the buffer copy happens every window/4 steps
+    keep = max(1, window - max(1, window // 4))
+    logits = model(prefix[:, -window:], cache)[:, -1]  # (B, V)
+    previous = prefix[:, -1]
+    generated = []
+    for step in range(num_tokens):
+        next_ids = sample_next(_restrict(logits, allowed, step, previous), sampling, generator)  # (B,)
+        generated.append(next_ids)
+        previous = next_ids
+        if step == num_tokens - 1:
+            break
+        if cache.length >= window:
+            cache.trim(keep)
+        logits = model(next_ids[:, None], cache)[:, -1]  # (B, V)
+    return torch.stack(generated, dim=1)  # (B, num_tokens)
