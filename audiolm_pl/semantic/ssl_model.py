@@ -70,8 +70,8 @@ def hf_config(config: SSLModelConfig):
         # pre-LN transformer and layer-normed conv front end: stable from scratch, honours padding masks
         do_stable_layer_norm=True,
         feat_extract_norm="layer",
-        apply_spec_augment=True,  # the masked_spec_embed is used with the masks we pass in
-        mask_time_prob=0.0,  # ...and never drawn by the HF model itself
+        apply_spec_augment=True,  # the masked_spec_embed replaces the frames we mask (mask_time_indices)
+        mask_time_prob=0.05,  # > 0 only so that HF creates masked_spec_embed; we always pass our own masks
         mask_feature_prob=0.0,
     )
 
@@ -99,7 +99,9 @@ class SSLModel(nn.Module):
     def num_frames(self, num_samples: torch.Tensor | int) -> torch.Tensor:
         return self.encoder._get_feat_extract_output_lengths(torch.as_tensor(num_samples))
 
-    def _frame_mask(self, padding_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def frame_mask(self, padding_mask: torch.Tensor) -> torch.Tensor:
+        """padding_mask (B, T) bool -> (B, T_f) bool, True on frames computed from real audio."""
+        num_frames = int(self.num_frames(padding_mask.shape[1]))
         lengths = self.num_frames(padding_mask.sum(1))  # (B,)
         return torch.arange(num_frames, device=padding_mask.device)[None, :] < lengths[:, None]  # (B, T_f)
 
@@ -124,7 +126,7 @@ class SSLModel(nn.Module):
             output_hidden_states=True,
         )
         logits = self.head(output.last_hidden_state)  # (B, T_f, num_targets)
-        return SSLOutput(logits, self._frame_mask(padding_mask, logits.shape[1]), output.hidden_states)
+        return SSLOutput(logits, self.frame_mask(padding_mask), output.hidden_states)
 
     def hidden_states(self, wav: torch.Tensor) -> tuple:
         """wav (B, T) -> hidden_states[0..num_hidden_layers], each (B, T_f, hidden_size)."""
