@@ -15,6 +15,7 @@ from typing import Sequence
 
 COMMAND_MODULES = (
     "audiolm_pl.data.cli",  # data shards | speech | piano
+    "audiolm_pl.semantic.cli",
 )
 
 
