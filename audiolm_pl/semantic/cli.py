@@ -1,0 +1,153 @@
+"""`audiolm-pl semantic kmeans | encode | measure`: make, use and score semantic tokenizers.
+
+    audiolm-pl semantic kmeans --source mfcc --shards shards/speech/train --clusters 100 --frame-rate 50 --out runs/semantic/mfcc_v0.safetensors
+    audiolm-pl semantic kmeans --source ssl:runs/ssl_tiny --layer 2 --shards shards/speech/train --clusters 100 --out runs/semantic/ssl_v1.safetensors
+    audiolm-pl semantic kmeans --source hf:/models/hubert-base --layer 6 --clusters 1024 ...
+    audiolm-pl semantic encode runs/semantic/ssl_v1.safetensors speech.wav
+    audiolm-pl semantic measure runs/semantic/mfcc_v0.safetensors runs/semantic/ssl_v1.safetensors --shards shards/speech/val
+
+Under torchrun, `kmeans` reads every WORLD_SIZE-th utterance per rank and all-reduces the k-means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+
+def parse_source(text: str, layer: int, sample_rate: int):
+    """'mfcc' | 'logmel' | 'hf:DIR' | 'ssl:CKPT' -> FeatureSource."""
+    from audiolm_pl.semantic.features import FeatureSource, MelConfig
+
+    kind, _, path = text.partition(":")
+    if kind in ("mfcc", "logmel") and not path:
+        mel = MelConfig(kind=kind, deltas=kind == "mfcc", n_mels=40 if kind == "mfcc" else 80)
+        return FeatureSource(kind="mel", sample_rate=sample_rate, mel=mel)
+    if kind in ("hf", "ssl") and path:
+        return FeatureSource(kind=kind, path=path, layer=layer, sample_rate=sample_rate)
+    raise ValueError(f"--source {text!r}: expected mfcc, logmel, hf:MODEL_DIR or ssl:CHECKPOINT")
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("semantic", help="semantic tokenizers: k-means, encode, measure")
+    commands = parser.add_subparsers(dest="semantic_command", metavar="SEMANTIC_COMMAND", required=True)
+
+    kmeans = commands.add_parser("kmeans", help="fit a k-means semantic tokenizer on features of audio shards")
+    kmeans.add_argument("--source", default="mfcc", help="mfcc | logmel | hf:MODEL_DIR | ssl:CHECKPOINT_OR_RUN_DIR")
+    kmeans.add_argument("--layer", type=int, default=6, help="hidden_states index for hf / ssl sources")
+    kmeans.add_argument("--shards", required=True, nargs="+", help="audio shard directories or globs")
+    kmeans.add_argument("--clusters", type=int, default=1024)
+    kmeans.add_argument("--frame-rate", type=float, default=25.0, help="token rate; must divide the features' 50 Hz")
+    kmeans.add_argument("--max-frames", type=int, default=1_000_000, help="frames collected for k-means (per rank)")
+    kmeans.add_argument("--epochs", type=int, default=10)
+    kmeans.add_argument("--batch-size", type=int, default=10000)
+    kmeans.add_argument("--no-normalize", action="store_true", help="skip per-dimension mean/std normalisation")
+    kmeans.add_argument("--sample-rate", type=int, default=16000)
+    kmeans.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    kmeans.add_argument("--seed", type=int, default=0)
+    kmeans.add_argument("--out", required=True, help="tokenizer file to write (.safetensors)")
+    kmeans.set_defaults(func=run_kmeans)
+
+    encode = commands.add_parser("encode", help="print (or save) the semantic ids of a wav file")
+    encode.add_argument("tokenizer")
+    encode.add_argument("wav")
+    encode.add_argument("--out", default=None, help="save ids as .npy instead of printing them")
+    encode.set_defaults(func=run_encode)
+
+    measure = commands.add_parser("measure", help="PNMI / purity / cross-speaker agreement against phone alignments")
+    measure.add_argument("tokenizers", nargs="+")
+    measure.add_argument("--shards", required=True, help="audio shards whose json has 'phones'")
+    measure.add_argument("--limit", type=int, default=None, help="at most this many utterances")
+    measure.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    measure.set_defaults(func=run_measure)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if _cuda() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def run_kmeans(args: argparse.Namespace) -> int:
+    import torch
+
+    from audiolm_pl.semantic.corpus import iter_utterances
+    from audiolm_pl.semantic.kmeans import KMeansConfig
+    from audiolm_pl.semantic.tokenizer import FramePipeline, fit_tokenizer
+
+    rank, world = _rank_and_world()
+    device = f"cuda:{torch.cuda.current_device()}" if args.device == "cuda" else args.device
+    source = parse_source(args.source, args.layer, args.sample_rate)
+    frames = FramePipeline(source, args.frame_rate)
+
+    def wavs():
+        index = 0
+        for shards in args.shards:
+            for utterance in iter_utterances(shards, args.sample_rate):
+                if index % world == rank:
+                    yield torch.from_numpy(utterance.wav)
+                index += 1
+
+    started = time.time()
+    config = KMeansConfig(num_clusters=args.clusters, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
+    tokenizer = fit_tokenizer(frames, wavs(), config, args.max_frames, not args.no_normalize, device)
+    if rank == 0:
+        extra = {"shards": args.shards, "max_frames": args.max_frames, "kmeans": vars(config), "seconds": round(time.time() - started, 1)}
+        path = tokenizer.save(args.out, extra=extra)
+        print(f"semantic tokenizer {path}: {tokenizer.token_spec.describe()}, source {args.source} layer {args.layer}, "
+              f"{extra['seconds']} s")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import soundfile
+    import soxr
+    import torch
+
+    from audiolm_pl.semantic.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    audio, rate = soundfile.read(args.wav, dtype="float32", always_2d=True)
+    audio = audio.mean(1)
+    if rate != tokenizer.sample_rate:
+        audio = soxr.resample(audio, rate, tokenizer.sample_rate).astype("float32")
+    ids = tokenizer.encode(torch.from_numpy(audio)[None])[0]  # (T_s,)
+    if args.out:
+        np.save(args.out, ids.numpy().astype(np.int32))
+        print(f"{args.out}: {len(ids)} ids ({tokenizer.token_spec.describe()})")
+    else:
+        print(" ".join(map(str, ids.tolist())))
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    from audiolm_pl.semantic.corpus import iter_utterances
+    from audiolm_pl.semantic.metrics import measure
+    from audiolm_pl.semantic.tokenizer import load_tokenizer
+
+    results = {}
+    for path in args.tokenizers:
+        tokenizer = load_tokenizer(path)
+        quality = measure(tokenizer, iter_utterances(args.shards, tokenizer.sample_rate, args.limit))
+        source = tokenizer.source
+        print(f"{path}  [{source.kind}{':' + source.path if source.path else ''} layer {source.layer}, "
+              f"{tokenizer.token_spec.describe()}]")
+        for line in quality.lines():
+            print(f"    {line}")
+        results[str(path)] = vars(quality)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
