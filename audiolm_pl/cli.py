@@ -16,6 +16,7 @@ from typing import Sequence
 COMMAND_MODULES = (
     "audiolm_pl.data.cli",  # data shards | speech | piano
     "audiolm_pl.semantic.cli",
+    "audiolm_pl.tokenize_cli",
 )
 
 
