@@ -1,0 +1,138 @@
+"""Loading a trained LM stage and generating with it: the API the composite `AudioLM` calls.
+
+    lm = load_lm("runs/coarse")                        # LoadedLM(stage, model, layout, token_specs, ...)
+    ids    = generate_semantic(lm, prompt_ids, 250)     # (B, 250) new semantic ids
+    coarse = generate_coarse(lm, semantic_ids, prompt_coarse)   # (B, T_a, Q') incl. the prompt frames
+    fine   = generate_fine(lm, coarse, prompt_fine)     # (B, T_a, Q - Q') incl. the prompt frames
+
+Every function takes optional `sampling` (default: the stage's `sampling` config), `use_cache`,
+`window` (attention span in tokens; default the trained context) and a torch `generator`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_state_dict
+from audiolm_pl.config import from_dict
+from audiolm_pl.lm.sampling import SamplingConfig, generate
+from audiolm_pl.lm.stages import RUN_CONFIGS, make_layout
+from audiolm_pl.lm.transformer import TransformerLM
+from audiolm_pl.tokens import TokenSpec, require_same_spec
+
+
+@dataclass
+class LoadedLM:
+    stage: str  # "semantic" | "coarse" | "fine"
+    model: TransformerLM  # eval mode
+    layout: object  # SemanticLayout | CoarseLayout | FineLayout
+    token_specs: dict[str, TokenSpec]  # {"semantic": ..., "acoustic": ...} of the training shards
+    sampling: SamplingConfig  # the stage's default sampling
+    chunk_seconds: float  # training crop length (the fine stage generates chunks of this length)
+    path: Path
+
+    def require_specs(self, role: str, spec: TokenSpec, producer: str) -> None:
+        """Refuse tokens of `spec` from `producer` unless this LM was trained on them."""
+        require_same_spec(self.token_specs[role], spec, consumer=f"{self.stage} LM ({self.path})", producer=producer)
+
+
+def load_lm(path: str | Path, expected_stage: Optional[str] = None, device: str | torch.device = "cpu") -> LoadedLM:
+    """An LM checkpoint (or run directory) -> `LoadedLM`; weights-only load, no pickled code."""
+    checkpoint = load_stage_checkpoint(path, expected_stage)
+    if checkpoint.stage not in RUN_CONFIGS:
+        raise CheckpointError(f"{checkpoint.path} is a {checkpoint.stage!r} checkpoint, not an LM stage {sorted(RUN_CONFIGS)}")
+    run_config = from_dict(RUN_CONFIGS[checkpoint.stage], checkpoint.config)
+    layout = make_layout(checkpoint.stage, run_config, checkpoint.token_specs)
+    model = TransformerLM(run_config.model, layout.vocab_size)
+    model.load_state_dict(sub_state_dict(checkpoint.state_dict, "model"))
+    return LoadedLM(checkpoint.stage, model.eval().to(device), layout, checkpoint.token_specs,
+                    run_config.sampling, run_config.data.crop_seconds, checkpoint.path)
+
+
+def _generate_rows(lm: LoadedLM, prefixes: list[np.ndarray], num_tokens: int, allowed, sampling, **options) -> torch.Tensor:
+    """Generate after each prefix; one batched call when all prefixes have the same length."""
+    device = next(lm.model.parameters()).device
+    sampling = sampling or lm.sampling
+    if len({len(p) for p in prefixes}) == 1:
+        batch = torch.from_numpy(np.stack(prefixes)).to(device)  # (B, T0)
+        return generate(lm.model, batch, num_tokens, sampling, allowed, **options)  # (B, num_tokens)
+    rows = [generate(lm.model, torch.from_numpy(p)[None].to(device), num_tokens, sampling, allowed, **options)
+            for p in prefixes]  # B x (1, num_tokens)
+    return torch.cat(rows)  # (B, num_tokens)
+
+
+def _numpy_rows(tokens: Optional[torch.Tensor], batch: int) -> list[Optional[np.ndarray]]:
+    return [None] * batch if tokens is None else [row.cpu().numpy().astype(np.int64) for row in tokens]
+
+
+def generate_semantic(lm: LoadedLM, prompt_ids: Optional[torch.Tensor], num_tokens: int,
+                      sampling: Optional[SamplingConfig] = None, batch_size: int = 1, **options) -> torch.Tensor:
+    """prompt_ids (B, T_p) or None (unconditional, `batch_size` rows) -> new semantic ids (B, num_tokens).
+
+    A model trained on deduplicated ids never repeats an id twice in a row.
+    """
+    _require_stage(lm, "semantic")
+    batch = batch_size if prompt_ids is None else prompt_ids.shape[0]
+    prefixes = [lm.layout.prefix(p if p is not None else np.zeros(0, np.int64)) for p in _numpy_rows(prompt_ids, batch)]
+    return _generate_rows(lm, prefixes, num_tokens, lm.layout.allowed, sampling, **options)
+
+
+def generate_coarse(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse: Optional[torch.Tensor] = None,
+                    sampling: Optional[SamplingConfig] = None, num_frames: Optional[int] = None, **options) -> torch.Tensor:
+    """semantic_ids (B, T_s) (not deduplicated), prompt_coarse (B, T_p, Q') or None
+    -> coarse codes (B, T_a, Q'), the prompt frames first; T_a = num_frames or T_s * (50 Hz / 25 Hz)."""
+    _require_stage(lm, "coarse")
+    layout, specs = lm.layout, lm.token_specs
+    total = num_frames or round(semantic_ids.shape[1] * specs["acoustic"].frame_rate / specs["semantic"].frame_rate)
+    prompt_frames = 0 if prompt_coarse is None else prompt_coarse.shape[1]
+    if prompt_frames > total:
+        raise ValueError(f"prompt_coarse has {prompt_frames} frames; only {total} are to be generated")
+    prompts = _numpy_rows(prompt_coarse, semantic_ids.shape[0])
+    prefixes = [layout.prefix(s, p) for s, p in zip(_numpy_rows(semantic_ids, semantic_ids.shape[0]), prompts)]
+    masks = [layout.allowed_level(level) for level in range(layout.num_coarse)]
+    allowed = lambda step, previous: masks[step % layout.num_coarse]  # noqa: E731 prompt holds whole frames
+    new = _generate_rows(lm, prefixes, (total - prompt_frames) * layout.num_coarse, allowed, sampling, **options)
+    new_codes = layout.unflatten(new)  # (B, total - T_p, Q')
+    if prompt_coarse is None:
+        return new_codes
+    return torch.cat([prompt_coarse.to(new_codes.device), new_codes], dim=1)  # (B, T_a, Q')
+
+
+def generate_fine(lm: LoadedLM, coarse_codes: torch.Tensor, prompt_fine: Optional[torch.Tensor] = None,
+                  sampling: Optional[SamplingConfig] = None, **options) -> torch.Tensor:
+    """coarse_codes (B, T, Q'), prompt_fine (B, T_p, Q - Q') or None -> fine codes (B, T, Q - Q').
+
+    Generated on non-overlapping chunks of `lm.chunk_seconds` (3 s in the paper); the prompt's
+    fine frames are kept and given as context inside the chunk(s) they fall in.
+    """
+    _require_stage(lm, "fine")
+    layout = lm.layout
+    chunk = max(1, int(lm.chunk_seconds * lm.token_specs["acoustic"].frame_rate))
+    batch, frames = coarse_codes.shape[:2]
+    known = 0 if prompt_fine is None else prompt_fine.shape[1]
+    masks = [layout.allowed_level(level) for level in layout.levels]
+    allowed = lambda step, previous: masks[step % layout.num_fine]  # noqa: E731
+    pieces = []
+    for start in range(0, frames, chunk):
+        end = min(frames, start + chunk)
+        given = min(max(known - start, 0), end - start)  # prompt frames inside this chunk
+        prompt_piece = prompt_fine[:, start : start + given] if given else None  # (B, given, Q - Q')
+        if prompt_piece is not None:
+            pieces.append(prompt_piece.to(coarse_codes.device))
+        if given == end - start:
+            continue
+        prefixes = [layout.prefix(c, p) for c, p in zip(_numpy_rows(coarse_codes[:, start:end], batch),
+                                                        _numpy_rows(prompt_piece, batch))]
+        new = _generate_rows(lm, prefixes, (end - start - given) * layout.num_fine, allowed, sampling, **options)
+        pieces.append(layout.unflatten(new))  # (B, end - start - given, Q - Q')
+    return torch.cat(pieces, dim=1)  # (B, T, Q - Q')
+
+
+def _require_stage(lm: LoadedLM, stage: str) -> None:
+    if lm.stage != stage:
+        raise ValueError(f"{lm.path} is a {lm.stage} LM; this call needs a {stage} LM")

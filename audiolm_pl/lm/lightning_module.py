@@ -1,0 +1,116 @@
+"""`TokenLMModule`: the LightningModule the three LM stages share (loss, metrics, optimiser).
+
+It owns a `TransformerLM` as `self.model` and the stage's layout; batches come from
+`TokenDataModule` ({"inputs", "targets", "levels"} (B, T)). Loss is cross-entropy on the
+targets whose level is >= 0. Validation logs cross-entropy (nats), accuracy and perplexity
+over all loss positions and per RVQ level (`val/ce_q{level}`, ...), summed over ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from audiolm_pl.config import to_dict
+from audiolm_pl.lm.transformer import Block, TransformerLM
+from audiolm_pl.tokens import TokenSpec
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class TokenLMModule(L.LightningModule):
+    def __init__(self, stage: str, run_config, layout, token_specs: dict[str, TokenSpec]):
+        super().__init__()
+        self.run_config = run_config
+        self.layout = layout
+        self.model = TransformerLM(run_config.model, layout.vocab_size)
+        self.save_hyperparameters({
+            "stage": stage,
+            "config": to_dict(run_config),
+            "token_specs": {role: spec.to_dict() for role, spec in token_specs.items()},
+            "layout": layout.to_dict(),
+        })
+        self._val_sums: torch.Tensor | None = None  # (1 + levels, 3): ce sum, correct, count
+        self._step_started = time.perf_counter()
+
+    def configure_model(self) -> None:
+        """Under FSDP: wrap every `Block`, then the whole model (Lightning's manual-wrap hook)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, FSDPStrategy):
+            return
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import wrap
+
+        if any(isinstance(module, FullyShardedDataParallel) for module in self.model.modules()):
+            return
+        for index, block in enumerate(self.model.blocks):
+            assert isinstance(block, Block)
+            self.model.blocks[index] = wrap(block)
+        self.model = wrap(self.model)
+
+    def _loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> per-position ce (N,), correct (N,) and level (N,) over the loss positions."""
+        logits = self.model(batch["inputs"])  # (B, T, V)
+        keep = batch["levels"] >= 0  # (B, T)
+        logits, targets = logits[keep].float(), batch["targets"][keep]  # (N, V), (N,)
+        ce = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+        return ce, logits.argmax(-1) == targets, batch["levels"][keep]
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        ce, correct, _ = self._loss_terms(batch)
+        loss = ce.mean()
+        now = time.perf_counter()
+        tokens = batch["inputs"].numel()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", correct.float().mean())
+        self.log("train/tokens_per_s", tokens / max(now - self._step_started, 1e-9))
+        self._step_started = now
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(1 + len(self.layout.levels), 3, device=self.device, dtype=torch.float64)
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        ce, correct, levels = self._loss_terms(batch)
+        rows = [torch.ones_like(levels, dtype=torch.bool)] + [levels == level for level in self.layout.levels]
+        for row, mask in enumerate(rows):
+            self._val_sums[row, 0] += ce[mask].double().sum()
+            self._val_sums[row, 1] += correct[mask].double().sum()
+            self._val_sums[row, 2] += mask.sum()
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")  # (1 + levels, 3)
+        names = [""] + [f"_q{level}" for level in self.layout.levels]
+        for name, (ce_sum, correct, count) in zip(names, sums.tolist()):
+            if count == 0:
+                continue
+            ce = ce_sum / count
+            self.log(f"val/ce{name}", ce, prog_bar=not name, sync_dist=False)
+            self.log(f"val/acc{name}", correct / count, sync_dist=False)
+            self.log(f"val/ppl{name}", math.exp(min(ce, 50.0)), sync_dist=False)
+
+    def configure_optimizers(self):
+        optim = self.run_config.optim
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+        )
+        total = self.run_config.trainer.max_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, optim.warmup_steps, total, optim.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,113 @@
+"""The three LM stages: run configs (YAML under conf/lm/<stage>/) and `build_*` for the registry.
+
+Each `build_*` reads the TokenSpecs from the token-shard manifest, makes the stage's layout
+(vocabulary offsets, coarse/fine split), checks that the longest crop fits the model's
+context, and returns (TokenLMModule, TokenDataModule).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, SemanticLayout
+from audiolm_pl.lm.lightning_module import TokenLMModule
+from audiolm_pl.lm.sampling import SamplingConfig
+from audiolm_pl.lm.token_data import TokenDataConfig, TokenDataModule, read_token_specs
+from audiolm_pl.lm.transformer import TransformerConfig
+from audiolm_pl.tokens import TokenSpec
+from audiolm_pl.training import OptimConfig, TrainerConfig
+
+
+@dataclass
+class SemanticRunConfig:
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))  # default at generation
+    dedup: bool = True  # remove consecutive duplicate semantic ids (paper)
+
+
+@dataclass
+class CoarseRunConfig:
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
+    num_coarse: int = 4  # Q': RVQ levels modelled by this stage
+    dedup_semantic: bool = True  # deduplicate the semantic prefix (paper)
+
+
+@dataclass
+class FineRunConfig:
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)  # crop_seconds = the 3 s chunk
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
+    num_coarse: int = 4  # Q': levels given as context; the codec's levels Q'..Q-1 are generated
+
+
+def longest_sequence(layout, specs: dict[str, TokenSpec], crop_seconds: float) -> int:
+    """Tokens in the longest training sequence of a crop (the model reads one fewer)."""
+    semantic = math.floor(crop_seconds * specs["semantic"].frame_rate)
+    acoustic = round(semantic * specs["acoustic"].frame_rate / specs["semantic"].frame_rate)
+    if isinstance(layout, SemanticLayout):
+        return 1 + semantic
+    if isinstance(layout, CoarseLayout):
+        return semantic + 1 + acoustic * layout.num_coarse
+    return acoustic * layout.num_quantizers + 1
+
+
+def _check_context(stage: str, run_config, layout, specs: dict[str, TokenSpec]) -> None:
+    needed = longest_sequence(layout, specs, run_config.data.crop_seconds) - 1
+    if needed > run_config.model.max_seq_len:
+        raise ValueError(
+            f"{stage} LM: data.crop_seconds={run_config.data.crop_seconds} makes sequences of {needed} tokens; "
+            f"model.max_seq_len={run_config.model.max_seq_len} is too short (raise it or shorten the crop)"
+        )
+
+
+def _check_coarse(stage: str, num_coarse: int, acoustic: TokenSpec) -> None:
+    if not 0 < num_coarse <= acoustic.num_quantizers - (stage == "fine"):
+        raise ValueError(
+            f"{stage} LM: num_coarse={num_coarse} does not fit token shards with {acoustic.num_quantizers} "
+            f"RVQ levels (need 1 <= num_coarse <= {acoustic.num_quantizers - (stage == 'fine')})"
+        )
+
+
+def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
+    """The token layout of `stage` for shards with these specs (also used by `load_lm`)."""
+    semantic, acoustic = specs["semantic"], specs["acoustic"]
+    if stage == "semantic":
+        return SemanticLayout(semantic.vocab_size, run_config.dedup)
+    _check_coarse(stage, run_config.num_coarse, acoustic)
+    if stage == "coarse":
+        return CoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse, run_config.dedup_semantic)
+    if stage == "fine":
+        return FineLayout(acoustic.vocab_size, run_config.num_coarse, acoustic.num_quantizers)
+    raise ValueError(f"unknown LM stage {stage!r}; expected semantic, coarse or fine")
+
+
+RUN_CONFIGS = {"semantic": SemanticRunConfig, "coarse": CoarseRunConfig, "fine": FineRunConfig}
+
+
+def _build(stage: str, run_config):
+    specs = read_token_specs(run_config.data.train_shards)
+    layout = make_layout(stage, run_config, specs)
+    _check_context(stage, run_config, layout, specs)
+    return TokenLMModule(stage, run_config, layout, specs), TokenDataModule(run_config.data, layout, specs)
+
+
+def build_semantic(run_config: SemanticRunConfig):
+    return _build("semantic", run_config)
+
+
+def build_coarse(run_config: CoarseRunConfig):
+    return _build("coarse", run_config)
+
+
+def build_fine(run_config: FineRunConfig):
+    return _build("fine", run_config)

@@ -1,0 +1,126 @@
+"""`TokenDataModule`: random crops of token shards, aligned across semantic and acoustic frame rates.
+
+A crop of `crop_seconds` starts at a random semantic frame s0 (training; the clip start in
+validation) and takes acoustic frames from s0 * (acoustic rate / semantic rate), so both
+token streams cover the same stretch of audio. The stage's layout turns the crop into one
+flat sequence (see `layouts.py`). Batches are dicts:
+    inputs  int64 (B, T)  tokens[:, :-1] of the right-padded sequences
+    targets int64 (B, T)  tokens[:, 1:]
+    levels  int64 (B, T)  RVQ level of each target, -1 where there is no loss (prefix, padding)
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
+from audiolm_pl.data.stream import EpochLoader, ShardStream, resume_position
+from audiolm_pl.lm.layouts import IGNORE
+from audiolm_pl.tokens import TokenSpec, require_same_spec
+
+
+@dataclass
+class TokenDataConfig:
+    train_shards: str = "tokens/speech/train"  # token shard directory, brace pattern or glob
+    val_shards: str = "tokens/speech/val"
+    crop_seconds: float = 2.0
+    batch_size: int = 8
+    num_workers: int = 0  # per rank; never more than shards per rank
+    shuffle_buffer: int = 200
+    samples_per_epoch: int = 2000  # per rank
+    val_samples: int = 64  # per rank
+    min_seconds: float = 0.1  # shorter clips are dropped
+    seed: int = 0
+
+
+def read_token_specs(shards: str) -> dict[str, TokenSpec]:
+    """The {"semantic", "acoustic"} TokenSpecs recorded in the manifest of token shards."""
+    manifest = manifest_for(shards)
+    if manifest is None or "token_specs" not in manifest:
+        raise FileNotFoundError(
+            f"token shards {shards!r} have no manifest.json with 'token_specs' (make them with `audiolm-pl tokenize`)"
+        )
+    return {role: TokenSpec.from_dict(spec) for role, spec in manifest["token_specs"].items()}
+
+
+def load_npy(payload: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(payload), allow_pickle=False)
+
+
+class TokenCropper:
+    """raw token sample -> layout `Example` of an aligned crop (or None if the clip is too short)."""
+
+    def __init__(self, config: TokenDataConfig, specs: dict[str, TokenSpec], layout, train: bool):
+        self.layout = layout
+        self.train = train
+        self.ratio = specs["acoustic"].frame_rate / specs["semantic"].frame_rate  # acoustic frames per semantic frame
+        self.crop_frames = max(1, int(config.crop_seconds * specs["semantic"].frame_rate))  # semantic frames
+        self.min_frames = max(1, int(config.min_seconds * specs["semantic"].frame_rate))
+
+    def __call__(self, sample: dict, rng: random.Random):
+        semantic = load_npy(sample["semantic.npy"]).astype(np.int64)  # (T_s,)
+        acoustic = load_npy(sample["acoustic.npy"]).astype(np.int64)  # (T_a, Q)
+        usable = min(len(semantic), int(len(acoustic) / self.ratio))  # semantic frames with acoustic cover
+        if usable < self.min_frames:
+            return None
+        start = rng.randrange(usable - self.crop_frames + 1) if self.train and usable > self.crop_frames else 0
+        length = min(self.crop_frames, usable)
+        a_start, a_length = round(start * self.ratio), round(length * self.ratio)
+        return self.layout.example(semantic[start : start + length], acoustic[a_start : a_start + a_length])
+
+
+def collate_examples(examples: list) -> dict:
+    """Right-pad layout examples into {"inputs", "targets", "levels"} (B, T_max - 1)."""
+    width = max(len(e.tokens) for e in examples)
+    tokens = np.zeros((len(examples), width), dtype=np.int64)  # (B, T_max); pad id 0 carries no loss
+    levels = np.full((len(examples), width - 1), IGNORE, dtype=np.int64)  # (B, T_max - 1)
+    for row, example in enumerate(examples):
+        tokens[row, : len(example.tokens)] = example.tokens
+        levels[row, : len(example.levels)] = example.levels
+    tokens = torch.from_numpy(tokens)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "levels": torch.from_numpy(levels)}
+
+
+class TokenDataModule(L.LightningDataModule):
+    def __init__(self, config: TokenDataConfig, layout, token_specs: Optional[dict[str, TokenSpec]] = None):
+        super().__init__()
+        self.config = config
+        self.layout = layout
+        self.token_specs = token_specs or read_token_specs(config.train_shards)
+
+    def setup(self, stage: str | None = None) -> None:
+        val_specs = read_token_specs(self.config.val_shards)
+        for role, spec in self.token_specs.items():
+            require_same_spec(spec, val_specs[role], consumer=f"data.train_shards={self.config.train_shards!r}",
+                              producer=f"data.val_shards={self.config.val_shards!r}")
+
+    def _stream(self, train: bool) -> ShardStream:
+        c = self.config
+        return ShardStream(
+            resolve_shards(c.train_shards if train else c.val_shards),
+            TokenCropper(c, self.token_specs, self.layout, train),
+            collate_examples,
+            c.batch_size,
+            train=train,
+            seed=c.seed,
+            shuffle_buffer=c.shuffle_buffer,
+            batches_per_epoch=max(1, c.samples_per_epoch // c.batch_size),
+            samples_per_rank=c.val_samples,
+            num_workers=c.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return EpochLoader(self._stream(train=True), resume_position(self.trainer))
+
+    def val_dataloader(self) -> DataLoader:
+        stream = self._stream(train=False)
+        stream.num_workers = min(self.config.num_workers, len(stream.shards))
+        return DataLoader(stream, batch_size=None, num_workers=stream.num_workers)

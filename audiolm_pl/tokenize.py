@@ -1,0 +1,252 @@
+"""Audio shards -> token shards: the codec and the semantic tokenizer run once, LMs read the result.
+
+Input shard `NAME-%06d.tar` becomes `tokens-%06d.tar` with the same sample keys, holding
+    semantic.npy  (T_s,) int16/int32     acoustic.npy (T_a, Q) int16/int32
+    json          {"semantic_spec", "acoustic_spec", "semantic_hash", "codec_hash",
+                   "duration", "speaker", "text", "source", "offset"}
+plus `manifest.json` (shards, sample counts, hours, token_specs, hashes).
+
+It is a Lightning predict loop, so `strategy=ddp` spreads input shards over devices: rank r
+takes shards r, r + world, ... Each output shard is written under a temporary name and
+renamed when whole; a rerun skips shards that exist. `tokenize.json`, written first, records
+which checkpoints and specs made the directory; a run with other ones is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, IterableDataset
+
+from audiolm_pl.data.datamodule import decode_audio
+from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
+from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer
+
+log = logging.getLogger(__name__)
+FORMAT = "audiolm_pl.token_shards/1"
+
+
+class TokenizeError(ValueError):
+    """The tokenize job cannot run with these inputs (mismatched rates, a foreign output dir)."""
+
+
+@dataclass
+class TokenizeReport:
+    out_dir: Path
+    shards_written: int
+    shards_skipped: int  # already there from an earlier run
+    samples: int  # in the whole output directory
+    hours: float
+
+
+def output_name(input_shard: str) -> str:
+    """`.../audio-000012.tar` -> `tokens-000012.tar` (the shard number is kept)."""
+    stem = Path(input_shard).stem
+    return f"tokens-{stem.rsplit('-', 1)[-1]}.tar"
+
+
+def _smallest_int(vocab: int):
+    return np.int16 if vocab <= np.iinfo(np.int16).max + 1 else np.int32
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class AudioShardBatches(IterableDataset):
+    """This rank's input shards -> padded batches of one shard each, sorted by length.
+
+    Batch: {"wav": (B, T_max) float32, "lengths": (B,) int64, "meta": [dict], "shard": str, "last": bool}.
+    """
+
+    def __init__(self, shards: list[str], out_dir: Path, sample_rate: int, batch_size: int):
+        super().__init__()
+        self.shards, self.out_dir = shards, out_dir
+        self.sample_rate, self.batch_size = sample_rate, batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        rank, world, worker, num_workers = wds.utils.pytorch_worker_info()
+        mine = self.shards[rank::world][worker::num_workers]
+        for shard in mine:
+            if (self.out_dir / output_name(shard)).exists():
+                continue
+            samples = list(wds.tarfile_samples([{"url": shard}]))
+            if not samples:
+                yield {"wav": torch.zeros(0, 0), "lengths": torch.zeros(0, dtype=torch.long), "meta": [], "shard": shard, "last": True}
+                continue
+            clips = sorted(((decode_audio(s, self.sample_rate), s) for s in samples), key=lambda c: len(c[0]))
+            for start in range(0, len(clips), self.batch_size):
+                part = clips[start : start + self.batch_size]
+                wav = torch.zeros(len(part), max(len(audio) for audio, _ in part))  # (B, T_max)
+                for row, (audio, _) in enumerate(part):
+                    wav[row, : len(audio)] = torch.from_numpy(audio)
+                meta = [{"key": s["__key__"], **json.loads(s["json"])} if "json" in s else {"key": s["__key__"]} for _, s in part]
+                yield {"wav": wav, "lengths": torch.tensor([len(a) for a, _ in part]), "meta": meta,
+                       "shard": shard, "last": start + self.batch_size >= len(clips)}
+
+
+class TokenizeModule(L.LightningModule):
+    """Holds both tokenizers; `predict_step` turns a padded wav batch into per-clip tokens."""
+
+    def __init__(self, codec: AcousticCodec, tokenizer: SemanticTokenizer):
+        super().__init__()
+        self.codec, self.tokenizer = codec.eval(), tokenizer.eval()
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict, batch_index: int) -> list[dict]:
+        if batch["wav"].numel() == 0:
+            return []
+        wav = batch["wav"].to(self.device)  # (B, T_max)
+        codes = self.codec.encode(wav).cpu()  # (B, T_a, Q)
+        ids = self.tokenizer.encode(wav).cpu()  # (B, T_s)
+        a_rate, s_rate, sr = self.codec.frame_rate, self.tokenizer.frame_rate, self.codec.sample_rate
+        clips = []
+        for row, length in enumerate(batch["lengths"].tolist()):
+            # padding follows the clip, so the first floor(length * rate / sr) frames are the clip's own
+            clips.append({
+                "semantic": ids[row, : int(length * s_rate // sr)].numpy(),  # (T_s,)
+                "acoustic": codes[row, : int(length * a_rate // sr)].numpy(),  # (T_a, Q)
+                "seconds": length / sr,
+            })
+        return clips
+
+
+class ShardWriter(BasePredictionWriter):
+    """Collects the clips of each input shard and writes its token shard atomically when whole."""
+
+    def __init__(self, out_dir: Path, header: dict):
+        super().__init__(write_interval="batch")
+        self.out_dir, self.header = out_dir, header
+        self.pending: dict[str, list[tuple[dict, dict]]] = {}
+        self.written = 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        self.pending.setdefault(batch["shard"], []).extend(zip(batch["meta"], prediction))
+        if batch["last"]:
+            self._write(batch["shard"], sorted(self.pending.pop(batch["shard"]), key=lambda item: item[0]["key"]))
+
+    def _write(self, shard: str, clips: list[tuple[dict, dict]]) -> None:
+        target = self.out_dir / output_name(shard)
+        tmp = target.with_name(target.name + ".tmp")
+        semantic_dtype = _smallest_int(self.header["semantic_spec"]["vocab_size"])
+        acoustic_dtype = _smallest_int(self.header["acoustic_spec"]["vocab_size"])
+        with wds.TarWriter(str(tmp)) as writer:
+            for meta, clip in clips:
+                info = {**self.header, "duration": clip["seconds"], "speaker": meta.get("speaker", ""),
+                        "text": meta.get("text", ""), "source": meta.get("source", ""), "offset": meta.get("offset", 0.0)}
+                writer.write({
+                    "__key__": meta["key"],
+                    "semantic.npy": _npy_bytes(clip["semantic"].astype(semantic_dtype)),
+                    "acoustic.npy": _npy_bytes(clip["acoustic"].astype(acoustic_dtype)),
+                    "json": json.dumps(info).encode(),
+                })
+        tmp.replace(target)
+        self.written += 1
+
+
+def check_inputs(codec: AcousticCodec, tokenizer: SemanticTokenizer, in_shards: str) -> None:
+    """Both tokenizers must read audio at the shards' rate; codec frames must align with semantic ones."""
+    manifest = manifest_for(in_shards) or {}
+    rates = {"codec": codec.sample_rate, "semantic tokenizer": tokenizer.sample_rate}
+    if "sample_rate" in manifest:
+        rates[f"audio shards {in_shards}"] = int(manifest["sample_rate"])
+    if len(set(rates.values())) != 1:
+        raise TokenizeError(f"sample rates differ: {rates}; resample the shards or use matching checkpoints")
+    ratio = codec.frame_rate / tokenizer.frame_rate
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise TokenizeError(
+            f"codec frame rate {codec.frame_rate:g} Hz must be a whole multiple of the semantic frame rate "
+            f"{tokenizer.frame_rate:g} Hz, so crops align across the two token streams"
+        )
+
+
+def claim_output(out_dir: Path, header: dict) -> None:
+    """Record which checkpoints make `out_dir`, or refuse if other ones made it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    claim = out_dir / "tokenize.json"
+    if claim.exists():
+        existing = json.loads(claim.read_text())
+        differing = sorted(key for key in header if existing.get(key) != header[key])
+        if differing:
+            details = "; ".join(f"{key}: {existing.get(key)!r} there, {header[key]!r} now" for key in differing)
+            raise TokenizeError(f"{out_dir} holds token shards made by other checkpoints ({details}); "
+                                "use a new output directory")
+        return
+    if any(out_dir.glob("tokens-*.tar")):
+        raise TokenizeError(f"{out_dir} holds token shards without {claim.name}; refusing to append to them")
+    _write_json(claim, header)
+
+
+def write_manifest(out_dir: Path, header: dict) -> dict:
+    """Scan the finished token shards of `out_dir` into `manifest.json`."""
+    shards, seconds = [], 0.0
+    for path in sorted(out_dir.glob("tokens-*.tar")):
+        with tarfile.open(path) as tar:
+            infos = [m for m in tar.getmembers() if m.name.endswith(".json")]
+            seconds += sum(json.load(tar.extractfile(m))["duration"] for m in infos)
+        shards.append({"name": path.name, "samples": len(infos)})
+    manifest = {
+        "format": FORMAT,
+        "shards": shards,
+        "samples": sum(s["samples"] for s in shards),
+        "hours": seconds / 3600,
+        "token_specs": {"semantic": header["semantic_spec"], "acoustic": header["acoustic_spec"]},
+        **header,
+    }
+    _write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def tokenize_shards(
+    codec: AcousticCodec,
+    tokenizer: SemanticTokenizer,
+    in_shards: str | Path,
+    out_dir: str | Path,
+    *,
+    codec_hash: str,
+    semantic_hash: str,
+    batch_size: int = 8,
+    trainer_kwargs: dict | None = None,
+) -> TokenizeReport:
+    """Tokenize every audio shard of `in_shards` into `out_dir` (skipping finished shards).
+
+    trainer_kwargs: `lightning.Trainer` arguments (accelerator, devices, strategy, precision).
+    """
+    out_dir = Path(out_dir)
+    check_inputs(codec, tokenizer, str(in_shards))
+    header = {"semantic_spec": tokenizer.token_spec.to_dict(), "acoustic_spec": codec.token_spec.to_dict(),
+              "semantic_hash": semantic_hash, "codec_hash": codec_hash}
+    shards = resolve_shards(in_shards)
+    claim_output(out_dir, header)
+    skipped = sum((out_dir / output_name(s)).exists() for s in shards)
+    writer = ShardWriter(out_dir, header)
+    trainer = L.Trainer(**{"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+                           "enable_checkpointing": False, **(trainer_kwargs or {})}, callbacks=[writer])
+    loader = DataLoader(AudioShardBatches(shards, out_dir, codec.sample_rate, batch_size), batch_size=None)
+    trainer.predict(TokenizeModule(codec, tokenizer), loader, return_predictions=False)
+    trainer.strategy.barrier()
+    if trainer.is_global_zero:
+        write_manifest(out_dir, header)
+    trainer.strategy.barrier()
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    log.info("tokenize: %d shards written, %d already there -> %s", writer.written, skipped, out_dir)
+    return TokenizeReport(out_dir, writer.written, skipped, manifest["samples"], manifest["hours"])

@@ -1,0 +1,169 @@
+"""The tokenize job: audio shards -> token shards, resumable, atomic, refusing foreign checkpoints.
+
+The `token_shards` fixture here (imported by tests/test_lm_stages.py) runs the real
+`tokenize_shards` over the `audio_shards` fixture with the baseline mel semantic tokenizer
+and a codec: the real tiny codec when `audiolm_pl.codec` is installed, else `EnergyCodec`
+(test-only, below).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from audiolm_pl.tokens import AcousticCodec
+
+
+class EnergyCodec(AcousticCodec):
+    """TEST-ONLY codec: 50 Hz frames, level q = quantised log energy of quarter q of the frame."""
+
+    def __init__(self, levels: int = 4, codes: int = 16):
+        super().__init__()
+        self.levels, self.codes = levels, codes
+
+    sample_rate = property(lambda self: 16000)
+    frame_rate = property(lambda self: 50.0)
+    codebook_size = property(lambda self: self.codes)
+    num_quantizers = property(lambda self: self.levels)
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        frames = wav[:, : wav.shape[1] // 320 * 320].reshape(wav.shape[0], -1, self.levels, 320 // self.levels)  # (B, T_a, Q, 320 / Q)
+        log_energy = frames.pow(2).mean(-1).add(1e-6).log10()  # (B, T_a, Q), about -6 .. 0
+        return ((log_energy + 6) / 6 * self.codes).long().clamp(0, self.codes - 1)  # (B, T_a, Q)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        amplitude = 10 ** (codes[..., 0].float() / self.codes * 3 - 3)  # (B, T_a)
+        return amplitude.repeat_interleave(320, dim=1)  # (B, T_a * 320)
+
+
+def make_codec(tmp_path):
+    """(codec, checkpoint path to hash)."""
+    path = tmp_path / "energy_codec.pt"
+    torch.save({"test_only": torch.tensor([4, 16])}, path)  # something to hash
+    return EnergyCodec(), path
+
+
+def make_semantic_tokenizer(audio_dir, path):
+    """The no-training baseline: k-means (12 ids) on MFCC frames of the training shards."""
+    from audiolm_pl.data.datamodule import decode_audio
+    from audiolm_pl.data.shard_paths import resolve_shards
+    from audiolm_pl.semantic import FeatureSource, FramePipeline, KMeansConfig, fit_tokenizer
+    import webdataset as wds
+
+    samples = wds.tarfile_samples([{"url": url} for url in resolve_shards(audio_dir)])
+    wavs = [torch.from_numpy(decode_audio(sample, 16000)) for sample in samples]
+    frames = FramePipeline(FeatureSource(kind="mel"), 25.0)
+    tokenizer = fit_tokenizer(frames, wavs, KMeansConfig(num_clusters=12, batch_size=256, epochs=3))
+    tokenizer.save(path)
+    return tokenizer
+
+
+def tokenize(codec, tokenizer, hashes, source, out, **kwargs):
+    from audiolm_pl.tokenize import tokenize_shards
+
+    return tokenize_shards(codec, tokenizer, source, out, codec_hash=hashes[0], semantic_hash=hashes[1],
+                           batch_size=3, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def token_shards(audio_shards, tmp_path_factory):
+    """Token shards of the `audio_shards` fixture, made by the real tokenize job."""
+    from audiolm_pl.checkpoint import file_hash
+
+    root = tmp_path_factory.mktemp("token_shards")
+    codec, codec_path = make_codec(root)
+    tokenizer = make_semantic_tokenizer(audio_shards.train, root / "semantic.safetensors")
+    hashes = (file_hash(codec_path), file_hash(root / "semantic.safetensors"))
+    reports = {split: tokenize(codec, tokenizer, hashes, getattr(audio_shards, split), root / split)
+               for split in ("train", "val")}
+    return SimpleNamespace(train=root / "train", val=root / "val", codec=codec, tokenizer=tokenizer,
+                           hashes=hashes, reports=reports, audio=audio_shards,
+                           codec_path=codec_path, semantic_path=root / "semantic.safetensors")
+
+
+def read_samples(tar_path):
+    samples = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            key, _, ext = member.name.partition(".")
+            samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    return samples
+
+
+def test_token_shards_hold_aligned_tokens_specs_and_hashes(token_shards):
+    audio_manifest = json.loads((token_shards.audio.train / "manifest.json").read_text())
+    manifest = json.loads((token_shards.train / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["shards"]] == [f"tokens-{i:06d}.tar" for i in range(len(audio_manifest["shards"]))]
+    assert manifest["samples"] == sum(s["samples"] for s in manifest["shards"]) == token_shards.reports["train"].samples > 0
+    assert manifest["token_specs"]["acoustic"] == token_shards.codec.token_spec.to_dict()
+    assert manifest["token_specs"]["semantic"] == token_shards.tokenizer.token_spec.to_dict()
+    assert (manifest["codec_hash"], manifest["semantic_hash"]) == token_shards.hashes
+    for shard in manifest["shards"]:
+        for key, sample in read_samples(token_shards.train / shard["name"]).items():
+            semantic = np.load(io.BytesIO(sample["semantic.npy"]))
+            acoustic = np.load(io.BytesIO(sample["acoustic.npy"]))
+            info = json.loads(sample["json"])
+            assert semantic.ndim == 1 and acoustic.shape[1] == token_shards.codec.num_quantizers
+            assert len(semantic) == int(info["duration"] * 25) and len(acoustic) == int(info["duration"] * 50)
+            assert 0 <= semantic.min() and semantic.max() < 12 and acoustic.max() < token_shards.codec.codebook_size
+            assert info["codec_hash"] == token_shards.hashes[0] and info["speaker"]
+
+
+def test_tokens_equal_unbatched_encoding(token_shards):
+    """Batching pads clips; the tokens of each clip must equal encoding it alone."""
+    import webdataset as wds
+
+    from audiolm_pl.data.datamodule import decode_audio
+
+    audio_tar = sorted(token_shards.audio.val.glob("*.tar"))[0]
+    written = read_samples(token_shards.val / "tokens-000000.tar")
+    for sample in wds.tarfile_samples([{"url": str(audio_tar)}]):
+        wav = torch.from_numpy(decode_audio(sample, 16000))[None]  # (1, T)
+        tokens = written[sample["__key__"]]
+        acoustic = np.load(io.BytesIO(tokens["acoustic.npy"]))
+        assert np.array_equal(acoustic, token_shards.codec.encode(wav)[0, : len(acoustic)].numpy())
+
+
+def test_rerun_skips_finished_shards_and_rewrites_missing_ones(token_shards, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(token_shards.train, out)
+    before = read_samples(out / "tokens-000001.tar")
+    (out / "tokens-000001.tar").unlink()
+    report = tokenize(token_shards.codec, token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, out)
+    assert report.shards_written == 1 and report.shards_skipped == len(list(out.glob("tokens-*.tar"))) - 1
+    assert read_samples(out / "tokens-000001.tar") == before
+    assert not list(out.glob("*.tmp"))
+
+
+def test_refuses_to_append_tokens_of_other_checkpoints(token_shards, tmp_path):
+    from audiolm_pl.tokenize import TokenizeError
+
+    out = tmp_path / "copy"
+    shutil.copytree(token_shards.train, out)
+    with pytest.raises(TokenizeError, match="codec_hash"):
+        tokenize(token_shards.codec, token_shards.tokenizer, ("0" * 16, token_shards.hashes[1]),
+                 token_shards.audio.train, out)
+
+
+def test_refuses_mismatched_sample_rates(token_shards, tmp_path):
+    from audiolm_pl.tokenize import TokenizeError
+
+    class Codec8k(EnergyCodec):
+        sample_rate = property(lambda self: 8000)
+
+    with pytest.raises(TokenizeError, match="sample rates differ"):
+        tokenize(Codec8k(), token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, tmp_path / "out")
+
+
+def test_cli_has_tokenize_command():
+    from audiolm_pl.cli import build_parser
+
+    args = build_parser().parse_args(["tokenize", "--codec", "c.ckpt", "--semantic", "s.safetensors", "in", "out"])
+    assert (args.codec, args.semantic, args.in_shards, args.out_shards, args.batch_size) == ("c.ckpt", "s.safetensors", "in", "out", 8)
