@@ -1,0 +1,78 @@
+"""The three LM stages on tiny configs, from token shards made by the real tokenize job."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from audiolm_pl import registry
+from audiolm_pl.config import resolve_config_path
+from audiolm_pl.training import build_trainer, load_stage_config, train_stage
+from test_tokenize import token_shards  # noqa: F401  (session fixture: real tokenize job)
+
+STAGES = ["semantic", "coarse", "fine"]
+
+
+def tiny_config(stage, shards, tmp_path, *overrides):
+    return load_stage_config(stage, "tiny", "cpu", [
+        f"data.train_shards={shards.train}", f"data.val_shards={shards.val}", "data.batch_size=4",
+        f"trainer.output_dir={tmp_path}", "trainer.enable_progress_bar=false", *overrides,
+    ])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_fast_dev_run_logs_validation_metrics_per_level(stage, token_shards, tmp_path):  # noqa: F811
+    config = tiny_config(stage, token_shards, tmp_path, "trainer.fast_dev_run=true")
+    module, datamodule = registry.get_stage(stage).build(config)
+    trainer = build_trainer(config.trainer, tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    metrics = trainer.callback_metrics
+    levels = {"semantic": [], "coarse": [0, 1], "fine": [2, 3]}[stage]  # tiny: num_coarse 2 of 4 levels
+    for name in ["val/ce", "val/acc", "val/ppl"] + [f"val/ce_q{q}" for q in levels]:
+        assert name in metrics and math.isfinite(float(metrics[name])), name
+    assert float(metrics["val/ppl"]) == pytest.approx(math.exp(float(metrics["val/ce"])), rel=1e-4)
+    assert float(metrics["train/loss"]) > 0
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_checkpoint_records_specs_and_layout_and_loads_for_generation(stage, token_shards, tmp_path):  # noqa: F811
+    from audiolm_pl.lm import generate_coarse, generate_fine, generate_semantic, load_lm
+
+    config = tiny_config(stage, token_shards, tmp_path, "trainer.max_steps=2", "trainer.val_check_interval=2",
+                         "trainer.checkpoint_every_n_steps=2", "trainer.limit_val_batches=1")
+    run = train_stage(stage, config)
+    lm = load_lm(run, expected_stage=stage)
+    codec, tokenizer = token_shards.codec, token_shards.tokenizer
+    assert lm.token_specs == {"semantic": tokenizer.token_spec, "acoustic": codec.token_spec}
+    lm.require_specs("acoustic", codec.token_spec, producer="test codec")
+    semantic = torch.randint(0, tokenizer.vocab_size, (2, 8))
+    if stage == "semantic":
+        assert generate_semantic(lm, semantic, 12).shape == (2, 12)
+    elif stage == "coarse":
+        assert generate_coarse(lm, semantic).shape == (2, 16, 2)
+    else:
+        coarse = torch.randint(0, codec.codebook_size, (2, 70, 2))  # 1.4 s: a 1 s chunk and a part chunk
+        assert generate_fine(lm, coarse).shape == (2, 70, 2)
+
+
+def test_context_too_short_for_the_crop_is_refused(token_shards, tmp_path):  # noqa: F811
+    config = tiny_config("coarse", token_shards, tmp_path, "model.max_seq_len=64")
+    with pytest.raises(ValueError, match="model.max_seq_len=64 is too short"):
+        registry.get_stage("coarse").build(config)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("size", ["tiny", "small", "paper"])
+def test_every_shipped_config_loads_and_builds_its_model(stage, size):
+    from audiolm_pl.lm.transformer import TransformerLM
+
+    config = load_stage_config(stage, size, "cpu")
+    assert resolve_config_path(f"lm/{stage}", size).exists()
+    if size != "paper":  # the paper model is ~0.3B parameters: build it in the benchmark, not here
+        model = TransformerLM(config.model, vocab_size=1100)
+        assert model.num_parameters() > 0
+    else:
+        assert (config.model.n_layer, config.model.n_head, config.model.d_model, config.model.d_ff) == (12, 16, 1024, 4096)
+        assert config.model.dropout == 0.1 and config.data.crop_seconds == {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}[stage]
