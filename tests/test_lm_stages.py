@@ -30,7 +30,7 @@ def test_fast_dev_run_logs_validation_metrics_per_level(stage, token_shards, tmp
     trainer.fit(module, datamodule=datamodule)
     metrics = trainer.callback_metrics
     levels = {"semantic": [], "coarse": [0, 1], "fine": [2, 3]}[stage]  # tiny: num_coarse 2 of 4 levels
-    for name in ["val/ce", "val/acc", "val/ppl"] + [f"val/ce_q{q}" for q in levels]:
+    for name in ["val/ce", "val/acc", "val/ppl", "val/unigram_entropy"] + [f"val/ce_q{q}" for q in levels]:
         assert name in metrics and math.isfinite(float(metrics[name])), name
     assert float(metrics["val/ppl"]) == pytest.approx(math.exp(float(metrics["val/ce"])), rel=1e-4)
     assert float(metrics["train/loss"]) > 0

@@ -3,7 +3,9 @@
 It owns a `TransformerLM` as `self.model` and the stage's layout; batches come from
 `TokenDataModule` ({"inputs", "targets", "levels"} (B, T)). Loss is cross-entropy on the
 targets whose level is >= 0. Validation logs cross-entropy (nats), accuracy and perplexity
-over all loss positions and per RVQ level (`val/ce_q{level}`, ...), summed over ranks.
+over all loss positions and per RVQ level (`val/ce_q{level}`, ...), summed over ranks, and
+`val/unigram_entropy`: the entropy (nats) of the validation targets' own id frequencies, the
+cross-entropy of the best context-free model, which a useful LM must beat.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class TokenLMModule(L.LightningModule):
             "layout": layout.to_dict(),
         })
         self._val_sums: torch.Tensor | None = None  # (1 + levels, 3): ce sum, correct, count
+        self._val_counts: torch.Tensor | None = None  # (V,): how often each id is a target
         self._step_started = time.perf_counter()
 
     def configure_model(self) -> None:
@@ -80,9 +83,11 @@ class TokenLMModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(1 + len(self.layout.levels), 3, device=self.device, dtype=torch.float64)
+        self._val_counts = torch.zeros(self.layout.vocab_size, device=self.device, dtype=torch.float64)
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
         ce, correct, levels = self._loss_terms(batch)
+        self._val_counts += torch.bincount(batch["targets"][batch["levels"] >= 0], minlength=self.layout.vocab_size)
         rows = [torch.ones_like(levels, dtype=torch.bool)] + [levels == level for level in self.layout.levels]
         for row, mask in enumerate(rows):
             self._val_sums[row, 0] += ce[mask].double().sum()
@@ -99,6 +104,10 @@ class TokenLMModule(L.LightningModule):
             self.log(f"val/ce{name}", ce, prog_bar=not name, sync_dist=False)
             self.log(f"val/acc{name}", correct / count, sync_dist=False)
             self.log(f"val/ppl{name}", math.exp(min(ce, 50.0)), sync_dist=False)
+        counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")  # (V,)
+        if counts.sum() > 0:
+            p = counts[counts > 0] / counts.sum()
+            self.log("val/unigram_entropy", float(-(p * p.log()).sum()), sync_dist=False)
 
     def configure_optimizers(self):
         optim = self.run_config.optim
