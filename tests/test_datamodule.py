@@ -89,24 +89,31 @@ class KeyRecorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(shards, root: Path, max_steps: int, ckpt_path=None) -> list[str]:
+def fit(shards, root: Path, max_steps: int, ckpt_path=None, checkpoint_every: int | None = None) -> list[str]:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     model = KeyRecorder()
+    callbacks = [ModelCheckpoint(dirpath=root, every_n_train_steps=checkpoint_every, save_top_k=-1,
+                                 filename="step{step}", auto_insert_metric_name=False)] if checkpoint_every else []
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=max_steps, default_root_dir=root, logger=False,
+        accelerator="cpu", max_steps=max_steps, default_root_dir=root, logger=False, callbacks=callbacks,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        enable_checkpointing=bool(checkpoint_every),
     )
     trainer.fit(model, datamodule=AudioDataModule(make_config(shards)), ckpt_path=ckpt_path, weights_only=True)
-    trainer.save_checkpoint(root / "last.ckpt", weights_only=False)
+    trainer.save_checkpoint(root / "end.ckpt")
     return model.seen
 
 
-def test_resume_continues_the_exact_data_stream(audio_shards, tmp_path):
-    # 4 batches an epoch: stop at step 6 (inside epoch 2), resume to step 10
+@pytest.mark.parametrize("checkpoint", ["step6.ckpt", "end.ckpt"])
+def test_resume_continues_the_exact_data_stream(audio_shards, tmp_path, checkpoint):
+    # 4 batches an epoch. "step6": a checkpoint taken mid-run inside the 2nd epoch (the run
+    # then went on, as if killed later); "end": the run stopped at max_steps=6.
     straight = fit(audio_shards, tmp_path / "straight", max_steps=10)
-    head = fit(audio_shards, tmp_path / "interrupted", max_steps=6)
-    tail = fit(audio_shards, tmp_path / "interrupted", max_steps=10, ckpt_path=tmp_path / "interrupted" / "last.ckpt")
-    assert len(straight) == 20 and len(head) == 12 and len(tail) == 8
-    assert head + tail == straight
+    first = fit(audio_shards, tmp_path / "first", max_steps=6 if checkpoint == "end.ckpt" else 7, checkpoint_every=3)
+    resumed = fit(audio_shards, tmp_path / "resumed", max_steps=10, ckpt_path=tmp_path / "first" / checkpoint)
+    assert len(straight) == 20 and len(resumed) == 8
+    assert first[:12] + resumed == straight
 
 
 DDP_SCRIPT = textwrap.dedent(

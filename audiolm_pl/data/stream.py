@@ -175,9 +175,17 @@ class EpochLoader(DataLoader):
 
 
 
-def resume_position(trainer) -> StreamPosition:
-    """Where a (possibly resumed) Lightning trainer stands in its training stream."""
+def resume_position(trainer, batches_per_epoch: int) -> StreamPosition:
+    """Where a (possibly resumed) Lightning trainer stands in its training stream.
+
+    `epoch_progress.current.ready` counts epochs started, so the epoch in progress is one
+    less; `current_epoch` would be one too far for a checkpoint saved when max_steps ended
+    an epoch early. A checkpoint taken at the end of an epoch continues with the next one.
+    """
     if trainer is None:
         return StreamPosition()
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
-    return StreamPosition(epoch=int(trainer.current_epoch), skip_batches=int(progress.ready))
+    epoch = max(0, int(trainer.fit_loop.epoch_progress.current.ready) - 1)
+    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+    if done >= batches_per_epoch:
+        return StreamPosition(epoch=epoch + 1)
+    return StreamPosition(epoch=epoch, skip_batches=done)
