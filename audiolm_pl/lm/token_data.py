@@ -118,7 +118,8 @@ class TokenDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return EpochLoader(self._stream(train=True), resume_position(self.trainer))
+        stream = self._stream(train=True)
+        return EpochLoader(stream, resume_position(self.trainer, stream.batches_per_epoch))
 
     def val_dataloader(self) -> DataLoader:
         stream = self._stream(train=False)
