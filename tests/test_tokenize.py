@@ -163,7 +163,13 @@ def test_refuses_mismatched_sample_rates(token_shards, tmp_path):
 
 
 def test_cli_has_tokenize_command():
-    from audiolm_pl.cli import build_parser
+    import argparse
 
-    args = build_parser().parse_args(["tokenize", "--codec", "c.ckpt", "--semantic", "s.safetensors", "in", "out"])
+    from audiolm_pl import cli, tokenize_cli
+
+    assert "audiolm_pl.tokenize_cli" in cli.COMMAND_MODULES
+    parser = argparse.ArgumentParser()
+    tokenize_cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["tokenize", "--codec", "c.ckpt", "--semantic", "s.safetensors", "in", "out"])
     assert (args.codec, args.semantic, args.in_shards, args.out_shards, args.batch_size) == ("c.ckpt", "s.safetensors", "in", "out", 8)
+    assert args.func is tokenize_cli._run_tokenize
