@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "audiolm_pl.data.cli",  # data shards | speech | piano
     "audiolm_pl.semantic.cli",
     "audiolm_pl.tokenize_cli",
+    "audiolm_pl.generate_cli",  # generate
+    "audiolm_pl.main_job",  # main
 )
 
 

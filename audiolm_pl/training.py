@@ -9,6 +9,7 @@ function. `train_stage` turns that into a run directory holding TensorBoard logs
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -128,5 +129,12 @@ def train_stage(stage: str, run_config: Any) -> Path:
     ckpt_path = str(last) if (tc.resume and last.exists() and not tc.fast_dev_run) else None
     if ckpt_path:
         log.info("resuming %s from %s", stage, ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with warnings.catch_warnings():
+        # our training streams resume by position (data/stream.py), which Lightning cannot see
+        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if not tc.fast_dev_run and "spawn" not in str(tc.strategy):
+        # a run stopped by max_time or max_steps between checkpoint intervals keeps its last steps
+        trainer.save_checkpoint(last)
     return directory

@@ -1,0 +1,223 @@
+"""`audiolm-pl main`: the whole pipeline on the embedded default corpus, end to end.
+
+Steps run in order; each one records `<workdir>/steps/<name>.done` when it finishes, so an
+interrupted job picks up at the first unfinished step (and each step is itself resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from audiolm_pl.report import export_prompts, last_scalars, write_markdown_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MainJobConfig:
+    workdir: str = "outputs/main"
+    speech_hours: float = 1.0
+    piano_hours: float = 0.1
+    size: str = "tiny"  # config size for every stage: tiny | small | paper
+    seed: int = 0
+    workers: int = 2
+    samples_per_shard: int = 200
+    max_seconds: float = 12.0  # audio longer than this is cut into segments
+    # training budgets in minutes (each stage also stops at its config's max_steps)
+    codec_minutes: float = 6.0
+    ssl_minutes: float = 4.0
+    lm_minutes: float = 3.0  # each of semantic, coarse, fine
+    semantic_clusters: int = 100
+    prompts: int = 3  # held-out prompts to continue
+    prompt_seconds: float = 3.0
+    continuation_seconds: float = 7.0
+    trainer: str = "cpu"  # trainer preset for every stage
+    steps: list[str] = field(default_factory=lambda: list(STEP_NAMES))
+
+    @property
+    def root(self) -> Path:
+        return Path(self.workdir)
+
+
+def step_speech_corpus(config: MainJobConfig) -> dict:
+    from audiolm_pl.data.corpus_speech import make_speech_corpus
+
+    make_speech_corpus(config.root / "corpus" / "speech", hours=config.speech_hours, seed=config.seed, workers=config.workers)
+    return {}
+
+
+def step_piano_corpus(config: MainJobConfig) -> dict:
+    from audiolm_pl.data.corpus_piano import make_piano_corpus
+
+    make_piano_corpus(config.root / "corpus" / "piano", hours=config.piano_hours, seed=config.seed, workers=config.workers)
+    return {}
+
+
+def step_shards(config: MainJobConfig) -> dict:
+    from audiolm_pl.data.shards import write_shards
+
+    figures = {}
+    for corpus in ("speech", "piano"):
+        for split in ("train", "val"):
+            source = config.root / "corpus" / corpus / split
+            if not source.exists():
+                continue
+            report = write_shards(
+                source, config.root / "shards" / corpus / split, sample_rate=16000,
+                max_seconds=config.max_seconds, samples_per_shard=config.samples_per_shard, workers=config.workers,
+            )
+            figures[f"{corpus}/{split}"] = {"samples": report.samples, "hours": round(report.hours, 3), "skipped": len(report.skipped)}
+    return figures
+
+
+def _cli(*argv: str) -> None:
+    from audiolm_pl.cli import main
+
+    code = main([str(arg) for arg in argv])
+    if code:
+        raise RuntimeError(f"audiolm-pl {' '.join(map(str, argv))} failed with exit code {code}")
+
+
+def _minutes(value: float) -> str:
+    total = int(value * 60)
+    return f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -> dict:
+    _cli("train", stage, "--config", config.size, "--trainer", config.trainer,
+         f"trainer.output_dir={config.root / 'runs'}", f"trainer.run_name={stage}",
+         f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides)
+    return last_scalars(config.root / "runs" / stage)
+
+
+def step_codec(config: MainJobConfig) -> dict:
+    shards = config.root / "shards" / "speech"
+    return _train(config, "codec", config.codec_minutes,
+                  f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
+
+
+def step_semantic_tokenizer(config: MainJobConfig) -> dict:
+    """HuBERT-style iteration: MFCC k-means targets -> our SSL model -> k-means on its features."""
+    shards, out = config.root / "shards" / "speech", config.root / "semantic"
+    targets = out / "mfcc_50hz.safetensors"
+    _cli("semantic", "kmeans", "--source", "mfcc", "--shards", shards / "train", "--clusters", config.semantic_clusters,
+         "--frame-rate", 50, "--max-frames", 200000, "--seed", config.seed, "--out", targets)
+    figures = _train(config, "ssl", config.ssl_minutes, f"targets.tokenizer={targets}",
+                     f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
+    _cli("semantic", "kmeans", "--source", f"ssl:{config.root / 'runs' / 'ssl'}", "--layer", 1, "--shards", shards / "train",
+         "--clusters", config.semantic_clusters, "--frame-rate", 25, "--max-frames", 200000, "--seed", config.seed,
+         "--out", out / "tokenizer.safetensors")
+    return figures
+
+
+def step_tokenize(config: MainJobConfig) -> dict:
+    for split in ("train", "val"):
+        _cli("tokenize", "--codec", config.root / "runs" / "codec", "--semantic", config.root / "semantic" / "tokenizer.safetensors",
+             config.root / "shards" / "speech" / split, config.root / "tokens" / "speech" / split, "--trainer", config.trainer)
+    return {}
+
+
+def _lm_step(stage: str):
+    def step(config: MainJobConfig) -> dict:
+        tokens = config.root / "tokens" / "speech"
+        return _train(config, stage, config.lm_minutes,
+                      f"data.train_shards={tokens / 'train'}", f"data.val_shards={tokens / 'val'}")
+
+    step.__name__ = f"step_{stage}_lm"
+    return step
+
+
+def write_pipeline_yaml(config: MainJobConfig) -> Path:
+    from audiolm_pl.config import save_yaml
+    from audiolm_pl.pipeline import PipelineConfig
+
+    runs = config.root / "runs"
+    pipeline = PipelineConfig(codec=str(runs / "codec"), semantic_tokenizer=str(config.root / "semantic" / "tokenizer.safetensors"),
+                              semantic_lm=str(runs / "semantic"), coarse_lm=str(runs / "coarse"), fine_lm=str(runs / "fine"),
+                              prompt_seconds=config.prompt_seconds)
+    path = config.root / "pipeline.yaml"
+    save_yaml(pipeline, path)
+    return path
+
+
+def step_generate(config: MainJobConfig) -> dict:
+    pipeline = write_pipeline_yaml(config)
+    out = config.root / "generated"
+    prompts = export_prompts(config.root / "shards" / "speech" / "val", out / "prompts", config.prompts,
+                             min_seconds=config.prompt_seconds + 0.5)
+    made = []
+    for index, prompt in enumerate(prompts):
+        target = out / f"{prompt.stem}-continuation.wav"
+        _cli("generate", "--pipeline", pipeline, "--prompt", prompt, "--seconds", config.continuation_seconds,
+             "--out", target, "--seed", config.seed + index)
+        made.append(str(target))
+    return {"continuations": made, "pipeline": str(pipeline)}
+
+
+STEPS: dict[str, Callable[[MainJobConfig], dict]] = {
+    "speech_corpus": step_speech_corpus,
+    "piano_corpus": step_piano_corpus,
+    "shards": step_shards,
+    "codec": step_codec,
+    "semantic_tokenizer": step_semantic_tokenizer,
+    "tokenize": step_tokenize,
+    "semantic_lm": _lm_step("semantic"),
+    "coarse_lm": _lm_step("coarse"),
+    "fine_lm": _lm_step("fine"),
+    "generate": step_generate,
+}
+STEP_NAMES = tuple(STEPS)
+
+
+def run_main_job(config: MainJobConfig) -> dict:
+    """Run every step not yet done; returns the report (also written to <workdir>/report.json)."""
+    steps_dir = config.root / "steps"
+    steps_dir.mkdir(parents=True, exist_ok=True)
+    report_path = config.root / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {"steps": {}}
+    for name in config.steps:
+        if name not in STEPS:
+            raise ValueError(f"unknown main-job step {name!r}; steps: {list(STEPS)}")
+        marker = steps_dir / f"{name}.done"
+        if marker.exists():
+            log.info("main job: step %s already done (%s)", name, marker)
+            continue
+        log.info("main job: step %s", name)
+        started = time.time()
+        figures = STEPS[name](config)
+        report["steps"][name] = {"seconds": round(time.time() - started, 1), **figures}
+        _write_json(report_path, report)
+        write_markdown_report(report, config.root / "report.md")
+        marker.write_text(json.dumps(report["steps"][name]))
+    return report
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "main", help="the whole pipeline on the embedded default corpus (corpus, shards, every stage, generation)",
+        description="Runs every step not yet done under --workdir (resumable). Keys of MainJobConfig as overrides: "
+                    "speech_hours=5 size=small codec_minutes=60.",
+    )
+    parser.add_argument("overrides", nargs="*", help="MainJobConfig overrides, e.g. speech_hours=2 size=small")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from audiolm_pl.config import load_config
+
+    config = load_config(MainJobConfig, overrides=args.overrides)
+    report = run_main_job(config)
+    total = sum(step["seconds"] for step in report["steps"].values()) / 60
+    print(f"main job done in {total:.1f} min of step time; report: {config.root / 'report.md'}")
+    return 0

@@ -1,0 +1,218 @@
+"""`AudioLM`: the five stages chained for generation, usable from a notebook.
+
+    model = AudioLM.from_config("outputs/main/pipeline.yaml")
+    result = model.continue_audio(prompt_wav, seconds=7)       # result.wav (B, T) at model.sample_rate
+    result = model.generate_acoustics(wav=source)               # same words, new voice
+    result = model.generate_unconditional(seconds=5, num_samples=2)
+
+Built from a pipeline YAML naming one checkpoint (or run directory) per stage, or from
+objects. Every TokenSpec is checked when it is built: a stage trained on other tokens is
+refused with a message that names both sides. Swapping a stage = editing one path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from audiolm_pl.config import load_config
+from audiolm_pl.lm import LoadedLM, SamplingConfig, generate_coarse, generate_fine, generate_semantic, load_lm
+from audiolm_pl.lm.layouts import dedup_consecutive
+from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch
+
+
+@dataclass
+class PipelineSampling:
+    """Per-stage sampling; the paper's temperatures are 0.6 / 0.8 / 0.6."""
+
+    semantic: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
+    coarse: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
+    fine: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
+
+
+@dataclass
+class PipelineConfig:
+    codec: str = "outputs/main/runs/codec"  # codec checkpoint or run directory
+    semantic_tokenizer: str = "outputs/main/semantic/tokenizer.safetensors"
+    semantic_lm: str = "outputs/main/runs/semantic"
+    coarse_lm: str = "outputs/main/runs/coarse"
+    fine_lm: str = "outputs/main/runs/fine"
+    sampling: PipelineSampling = field(default_factory=PipelineSampling)
+    prompt_seconds: float = 3.0  # the CLI keeps this much of a prompt file
+    device: str = "cpu"
+
+
+@dataclass
+class GenerationResult:
+    wav: torch.Tensor  # (B, T) float at the codec's sample rate; the prompt (if any) first
+    semantic_ids: torch.Tensor  # (B, T_s) prompt + generated semantic ids (deduplicated if the LM was)
+    codes: torch.Tensor  # (B, T_a, Q) acoustic codes, prompt frames first
+    prompt_samples: int  # how many leading samples of `wav` are the prompt
+
+
+class AudioLM(nn.Module):
+    def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: LoadedLM,
+                 coarse_lm: LoadedLM, fine_lm: LoadedLM, sampling: Optional[PipelineSampling] = None,
+                 names: Optional[dict[str, str]] = None):
+        super().__init__()
+        self.codec, self.semantic_tokenizer = codec.eval(), semantic_tokenizer.eval()
+        self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
+        # registered so .to(device) moves the LMs too
+        self.lms = nn.ModuleDict({"semantic": semantic_lm.model, "coarse": coarse_lm.model, "fine": fine_lm.model})
+        self.sampling = sampling or PipelineSampling()
+        self.names = {"codec": "codec", "semantic_tokenizer": "semantic tokenizer", **(names or {})}
+        self.check_specs()
+
+    # -- building --------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PipelineConfig | str | Path, overrides: tuple[str, ...] = ()) -> "AudioLM":
+        if not isinstance(config, PipelineConfig):
+            config = load_config(PipelineConfig, config, overrides=overrides)
+        from audiolm_pl.codec import load_codec
+        from audiolm_pl.semantic import load_tokenizer
+
+        names = {
+            "codec": f"codec ({config.codec})",
+            "semantic_tokenizer": f"semantic tokenizer ({config.semantic_tokenizer})",
+        }
+        model = cls(
+            load_codec(config.codec),
+            load_tokenizer(config.semantic_tokenizer),
+            load_lm(config.semantic_lm, expected_stage="semantic"),
+            load_lm(config.coarse_lm, expected_stage="coarse"),
+            load_lm(config.fine_lm, expected_stage="fine"),
+            sampling=config.sampling,
+            names=names,
+        )
+        return model.to(config.device)
+
+    def check_specs(self) -> None:
+        """Refuse stages that were trained on other tokens than these producers make."""
+        semantic_spec, acoustic_spec = self.semantic_tokenizer.token_spec, self.codec.token_spec
+        for lm in (self.semantic_lm, self.coarse_lm):
+            lm.require_specs("semantic", semantic_spec, self.names["semantic_tokenizer"])
+        for lm in (self.coarse_lm, self.fine_lm):
+            lm.require_specs("acoustic", acoustic_spec, self.names["codec"])
+        coarse_levels, fine_context = self.coarse_lm.layout.num_coarse, self.fine_lm.layout.num_coarse
+        if coarse_levels != fine_context:
+            raise TokenSpecMismatch(
+                f"coarse LM ({self.coarse_lm.path}) generates {coarse_levels} coarse levels; "
+                f"fine LM ({self.fine_lm.path}) was trained on {fine_context} coarse levels as context"
+            )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lms.parameters()).device
+
+    # -- tasks -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def continue_audio(self, prompt: torch.Tensor, seconds: float, num_samples: int = 1,
+                       seed: Optional[int] = None) -> GenerationResult:
+        """prompt (T,) or (1, T) at `sample_rate` -> prompt + `seconds` of continuation, `num_samples` rows."""
+        prompt = _as_batch(prompt, num_samples).to(self.device)  # (B, T_p)
+        generator = _generator(seed, self.device)
+        semantic_prompt = self.semantic_tokenizer.encode(prompt)  # (B, T_sp)
+        codes_prompt = self.codec.encode(prompt)  # (B, T_ap, Q)
+        semantic = self._continue_semantic(semantic_prompt, seconds, generator)  # (B, T_s)
+        total_frames = codes_prompt.shape[1] + math.ceil(seconds * self.codec.frame_rate)
+        codes = self._acoustics(semantic, codes_prompt, total_frames, generator)  # (B, T_a, Q)
+        wav = self.codec.decode(codes)[:, : round(total_frames * self.codec.token_spec.samples_per_frame)]  # (B, T)
+        wav[:, : prompt.shape[1]] = prompt  # the prompt itself, not its codec reconstruction
+        return GenerationResult(wav, semantic, codes, prompt.shape[1])
+
+    @torch.inference_mode()
+    def generate_acoustics(self, semantic_ids: Optional[torch.Tensor] = None, wav: Optional[torch.Tensor] = None,
+                           num_samples: int = 1, seed: Optional[int] = None) -> GenerationResult:
+        """New acoustics (voice, recording) for given semantic ids (B, T_s) or for the words of `wav` (T,)."""
+        if (semantic_ids is None) == (wav is None):
+            raise ValueError("generate_acoustics takes exactly one of semantic_ids or wav")
+        if wav is not None:
+            semantic_ids = self.semantic_tokenizer.encode(_as_batch(wav, num_samples).to(self.device))  # (B, T_s)
+        semantic_ids = semantic_ids.to(self.device)
+        frames = round(semantic_ids.shape[1] * self.codec.frame_rate / self.semantic_tokenizer.frame_rate)
+        codes = self._acoustics(semantic_ids, None, frames, _generator(seed, self.device))  # (B, T_a, Q)
+        return GenerationResult(self.codec.decode(codes), semantic_ids, codes, 0)
+
+    @torch.inference_mode()
+    def generate_unconditional(self, seconds: float, num_samples: int = 1, seed: Optional[int] = None) -> GenerationResult:
+        generator = _generator(seed, self.device)
+        count = math.ceil(seconds * self.semantic_tokenizer.frame_rate * self._semantic_density(None))
+        semantic = generate_semantic(self.semantic_lm, None, count, self.sampling.semantic,
+                                     batch_size=num_samples, generator=generator)  # (B, count)
+        frames = math.ceil(seconds * self.codec.frame_rate)
+        codes = self._acoustics(semantic, None, frames, generator)  # (B, T_a, Q)
+        return GenerationResult(self.codec.decode(codes), semantic, codes, 0)
+
+    # -- stages ----------------------------------------------------------------------
+    def _semantic_density(self, semantic_prompt: Optional[torch.Tensor]) -> float:
+        """Ids per frame left after deduplication (1.0 when the LM keeps repeats)."""
+        if not self.semantic_lm.layout.dedup:
+            return 1.0
+        if semantic_prompt is None or semantic_prompt.shape[1] < 2:
+            return 0.6  # typical for 25 Hz speech tokens
+        row = semantic_prompt[0].cpu().numpy()
+        return max(0.1, len(dedup_consecutive(row)) / len(row))
+
+    def _continue_semantic(self, semantic_prompt: torch.Tensor, seconds: float, generator) -> torch.Tensor:
+        count = math.ceil(seconds * self.semantic_tokenizer.frame_rate * self._semantic_density(semantic_prompt))
+        new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.sampling.semantic, generator=generator)
+        return torch.cat([semantic_prompt, new.to(semantic_prompt.device)], dim=1)  # (B, T_sp + count)
+
+    def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator) -> torch.Tensor:
+        """semantic (B, T_s) + optional prompt codes (B, T_p, Q) -> all codes (B, frames, Q)."""
+        num_coarse = self.coarse_lm.layout.num_coarse
+        coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
+        coarse = self._coarse_in_windows(semantic, coarse_prompt, frames, generator)  # (B, frames, Q')
+        fine_prompt = None if codes_prompt is None else codes_prompt[:, :, num_coarse:]  # (B, T_p, Q - Q')
+        fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.sampling.fine, generator=generator)  # (B, frames, Q - Q')
+        return torch.cat([coarse, fine], dim=2)  # (B, frames, Q)
+
+    def _coarse_in_windows(self, semantic: torch.Tensor, coarse_prompt: Optional[torch.Tensor], frames: int,
+                           generator) -> torch.Tensor:
+        """Coarse codes (B, frames, Q') in windows of the trained crop, so any length can be made.
+
+        Each window re-states the semantic ids of its time span (ids are spread evenly over
+        the output, as deduplication removes their timing) and the previous half window's
+        coarse frames as the prompt; it adds the other half.
+        """
+        window = max(2, int(self.coarse_lm.chunk_seconds * self.codec.frame_rate))
+        known = 0 if coarse_prompt is None else coarse_prompt.shape[1]
+        if frames <= window:
+            return generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.sampling.coarse,
+                                   num_frames=frames, generator=generator)  # (B, frames, Q')
+        coarse = coarse_prompt  # (B, known, Q') or None
+        while known < frames:
+            start = max(0, known - window // 2)
+            end = min(frames, start + window)
+            ids = semantic[:, start * semantic.shape[1] // frames : -(-end * semantic.shape[1] // frames)]  # (B, n)
+            prompt = None if coarse is None or known == 0 else coarse[:, start:known]  # (B, known - start, Q')
+            piece = generate_coarse(self.coarse_lm, ids, prompt, self.sampling.coarse,
+                                    num_frames=end - start, generator=generator)  # (B, end - start, Q')
+            new = piece[:, known - start :]  # (B, end - known, Q')
+            coarse = new if coarse is None else torch.cat([coarse, new], dim=1)  # (B, end, Q')
+            known = end
+        return coarse
+
+
+def _as_batch(wav: torch.Tensor, num_samples: int) -> torch.Tensor:
+    wav = torch.as_tensor(wav, dtype=torch.float32)
+    if wav.dim() == 1:
+        wav = wav[None]  # (1, T)
+    if wav.dim() != 2 or wav.shape[0] not in (1, num_samples):
+        raise ValueError(f"expected a mono waveform (T,) or (1, T) or ({num_samples}, T); got shape {tuple(wav.shape)}")
+    return wav.expand(num_samples, -1).contiguous()  # (B, T)
+
+
+def _generator(seed: Optional[int], device: torch.device) -> Optional[torch.Generator]:
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)

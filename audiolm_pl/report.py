@@ -1,0 +1,67 @@
+"""Reading back what runs measured (TensorBoard scalars) and writing the main job's report."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import soundfile
+
+
+def last_scalars(run_dir: Path, prefixes: tuple[str, ...] = ("val/", "train/")) -> dict[str, float]:
+    """The last logged value of every scalar tag under `prefixes` in a run's TensorBoard logs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    figures: dict[str, float] = {}
+    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            if tag.startswith(prefixes):
+                last = accumulator.Scalars(tag)[-1]
+                figures[tag] = round(float(last.value), 4)
+                figures["step"] = max(figures.get("step", 0), int(last.step))
+    return figures
+
+
+def export_prompts(shard_dir: Path, out_dir: Path, count: int, min_seconds: float) -> list[Path]:
+    """The first `count` clips of at least `min_seconds` in a shard directory, written as wav files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts: list[Path] = []
+    for shard in sorted(Path(shard_dir).glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if not member.name.endswith(".flac"):
+                    continue
+                audio, rate = soundfile.read(io.BytesIO(tar.extractfile(member).read()), dtype="float32")
+                if len(audio) < min_seconds * rate:
+                    continue
+                path = out_dir / (member.name[: -len(".flac")].replace("/", "__") + ".wav")
+                soundfile.write(path, audio, rate)
+                prompts.append(path)
+                if len(prompts) == count:
+                    return prompts
+    if not prompts:
+        raise FileNotFoundError(f"no clip of at least {min_seconds} s in {shard_dir} to use as a prompt")
+    return prompts
+
+
+def write_markdown_report(report: dict, path: Path) -> None:
+    lines = ["# audiolm_pl main job report", ""]
+    lines += ["| step | minutes | figures |", "|---|---|---|"]
+    for name, step in report["steps"].items():
+        figures = {k: v for k, v in step.items() if k != "seconds"}
+        text = ", ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (list, dict)))
+        nested = {k: v for k, v in figures.items() if isinstance(v, dict)}
+        text += "".join(f"; {k}: {json.dumps(v)}" for k, v in nested.items())
+        lines.append(f"| {name} | {step['seconds'] / 60:.1f} | {text} |")
+    lines += ["", f"Total: {sum(s['seconds'] for s in report['steps'].values()) / 60:.1f} minutes.", ""]
+    generated = report["steps"].get("generate", {}).get("continuations", [])
+    if generated:
+        lines += ["Continuations (first 3 s = the held-out prompt; a spectrogram PNG beside each):", ""]
+        lines += [f"- `{item}`" for item in generated]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
