@@ -4,4 +4,14 @@ from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpec, Token
 
 __version__ = "0.1.0"
 
-__all__ = ["AcousticCodec", "SemanticTokenizer", "TokenSpec", "TokenSpecMismatch", "require_same_spec"]
+
+def __getattr__(name: str):
+    # AudioLM pulls in every stage; import it only when asked for
+    if name == "AudioLM":
+        from audiolm_pl.pipeline import AudioLM
+
+        return AudioLM
+    raise AttributeError(f"module 'audiolm_pl' has no attribute {name!r}")
+
+
+__all__ = ["AudioLM", "AcousticCodec", "SemanticTokenizer", "TokenSpec", "TokenSpecMismatch", "require_same_spec"]

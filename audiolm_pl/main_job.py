@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from audiolm_pl.report import export_prompts, last_scalars, write_markdown_report
 
@@ -37,6 +37,7 @@ class MainJobConfig:
     prompt_seconds: float = 3.0
     continuation_seconds: float = 7.0
     trainer: str = "cpu"  # trainer preset for every stage
+    max_steps: Optional[int] = None  # cap every stage's steps (smoke tests); None = the configs' own
     steps: list[str] = field(default_factory=lambda: list(STEP_NAMES))
 
     @property
@@ -91,7 +92,8 @@ def _minutes(value: float) -> str:
 def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -> dict:
     _cli("train", stage, "--config", config.size, "--trainer", config.trainer,
          f"trainer.output_dir={config.root / 'runs'}", f"trainer.run_name={stage}",
-         f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides)
+         f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides,
+         *([f"trainer.max_steps={config.max_steps}"] if config.max_steps else []))
     return last_scalars(config.root / "runs" / stage)
 
 

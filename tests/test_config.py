@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -84,25 +83,23 @@ def test_every_trainer_preset_loads(trainer_preset):
 
 
 @pytest.mark.parametrize("stage,path", SHIPPED_STAGE_CONFIGS, ids=[f"{s}-{p.stem}" for s, p in SHIPPED_STAGE_CONFIGS])
-def test_every_shipped_stage_config_loads_and_builds_its_model(stage, path):
-    run_config = load_stage_config(stage, path, "cpu", overrides=[])
-    assert isinstance(run_config.trainer, TrainerConfig)
-    build_model = getattr(run_config, "build_model", None)
-    if build_model is not None and path.stem != "paper":  # paper sizes are built in the slow test
-        model = build_model()
-        assert sum(p.numel() for p in model.parameters()) > 0
+def test_every_shipped_stage_config_loads_strictly(stage, path):
+    """Each YAML fits its stage's dataclass (the stage tests build the models they describe)."""
+    run_config = load_stage_config(stage, path, "cpu", overrides=["trainer.max_steps=1"])
+    assert isinstance(run_config, registry.get_stage(stage).config_class())
+    assert run_config.trainer.max_steps == 1 and run_config.trainer.accelerator == "cpu"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage,path", [sp for sp in SHIPPED_STAGE_CONFIGS if sp[1].stem == "paper"])
-def test_paper_configs_build(stage, path):
-    run_config = load_stage_config(stage, path, "cpu", overrides=[])
-    model = run_config.build_model()
-    assert sum(p.numel() for p in model.parameters()) > 1e6
+def test_pipeline_config_loads():
+    from audiolm_pl.pipeline import PipelineConfig
+
+    for path in (CONF_DIR / "pipeline").glob("*.yaml"):
+        config = load_config(PipelineConfig, path)
+        assert config.sampling.coarse.temperature > 0
 
 
 def test_every_shipped_yaml_is_covered():
     covered = {path for _, path in SHIPPED_STAGE_CONFIGS} | set((CONF_DIR / "trainer").glob("*.yaml"))
     shipped = set(CONF_DIR.rglob("*.yaml"))
-    pipeline_like = {p for p in shipped if p.parent.name in ("pipeline",)}
-    assert shipped - covered - pipeline_like == set(), "a YAML under conf/ is not loaded by any test"
+    pipelines = set((CONF_DIR / "pipeline").glob("*.yaml"))
+    assert shipped - covered - pipelines == set(), "a YAML under conf/ is not loaded by any test"
