@@ -82,7 +82,8 @@ def test_span_mask_and_target_alignment():
 
 
 def test_fast_dev_run(tiny_corpus):
-    config = load_stage_config("ssl", "tiny", "cpu", overrides_for(tiny_corpus, **{"trainer.fast_dev_run": True}))
+    extra = {"trainer.fast_dev_run": True, "targets.unmasked_weight": 0.5}
+    config = load_stage_config("ssl", "tiny", "cpu", overrides_for(tiny_corpus, **extra))
     train_stage("ssl", config)
     assert config.model.num_targets == 20  # resolved from the target tokenizer
 

@@ -105,8 +105,8 @@ def run_kmeans(args: argparse.Namespace) -> int:
     if rank == 0:
         extra = {"shards": args.shards, "max_frames": args.max_frames, "kmeans": vars(config), "seconds": round(time.time() - started, 1)}
         path = tokenizer.save(args.out, extra=extra)
-        print(f"semantic tokenizer {path}: {tokenizer.token_spec.describe()}, source {args.source} layer {args.layer}, "
-              f"{extra['seconds']} s")
+        layer = f" layer {args.layer}" if source.kind != "mel" else ""
+        print(f"semantic tokenizer {path}: {tokenizer.token_spec.describe()}, source {args.source}{layer}, {extra['seconds']} s")
     return 0
 
 
@@ -142,8 +142,8 @@ def run_measure(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(path)
         quality = measure(tokenizer, iter_utterances(args.shards, tokenizer.sample_rate, args.limit))
         source = tokenizer.source
-        print(f"{path}  [{source.kind}{':' + source.path if source.path else ''} layer {source.layer}, "
-              f"{tokenizer.token_spec.describe()}]")
+        where = f"{source.mel.kind}" if source.kind == "mel" else f"{source.kind}:{source.path} layer {source.layer}"
+        print(f"{path}  [{where}, {tokenizer.token_spec.describe()}]")
         for line in quality.lines():
             print(f"    {line}")
         results[str(path)] = vars(quality)

@@ -29,6 +29,7 @@ class TargetConfig:
     tokenizer: str = "runs/semantic/mfcc_v0.safetensors"  # `audiolm-pl semantic kmeans` output
     mask_prob: float = 0.5  # about this fraction of frames is masked (before span overlap)
     mask_length: int = 10  # frames per masked span (200 ms at 50 Hz)
+    unmasked_weight: float = 0.0  # HuBERT's 1 - alpha: weight of the loss on visible frames (0 = masked only)
 
 
 @dataclass
@@ -88,11 +89,12 @@ class SSLLightning(L.LightningModule):
         t = self.run_config.targets
         masked = sample_span_mask(frame_mask, t.mask_prob, t.mask_length, generator)  # (B, T_f)
         output = self.model(wav, padding, mask_time_indices=masked)
-        logits = output.logits[masked]  # (M, num_targets)
-        loss = F.cross_entropy(logits, targets[masked])
+        loss = F.cross_entropy(output.logits[masked], targets[masked])  # over (M, num_targets) masked frames
+        visible = frame_mask & ~masked
+        if t.unmasked_weight > 0 and visible.any():
+            loss = loss + t.unmasked_weight * F.cross_entropy(output.logits[visible], targets[visible])
         with torch.no_grad():
             predicted = output.logits.argmax(-1)  # (B, T_f)
-            visible = frame_mask & ~masked
             return {
                 "loss": loss,
                 "masked_acc": (predicted[masked] == targets[masked]).float().mean(),
