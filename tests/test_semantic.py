@@ -145,6 +145,8 @@ def test_every_source_gives_declared_rate_and_vocab(name, tmp_path):
     wavs = [speechlike(seconds=2.0, batch=3)[i] for i in range(3)]
     tokenizer = fit_tokenizer(FramePipeline(source, 25.0), wavs, KMeansConfig(num_clusters=12, batch_size=64, epochs=2))
     ids = tokenizer.encode(wav)
+    native = tokenizer.frames.extractor(wav).shape[1]  # 50 Hz before pooling: ~65 frames, not stretched
+    assert abs(native - 65) <= 2 and tokenizer.frames.extractor.frame_rate == 50.0
     assert ids.shape == (2, 32) and ids.dtype == torch.int64
     assert tokenizer.frame_rate == 25.0 and tokenizer.sample_rate == 16000 and tokenizer.vocab_size == 12
     assert 0 <= int(ids.min()) and int(ids.max()) < 12 and ids.unique().numel() > 1
