@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--gen-tokens", type=int, nargs="+", default=[250, 1000])
-    parser.add_argument("--gen-stages", nargs="+", default=["coarse"], choices=STAGES)
+    parser.add_argument("--gen-stages", nargs="*", default=["coarse"], choices=STAGES)
     parser.add_argument("--paper-step", action="store_true", help="also time one training step at the paper shapes (batch 1)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
