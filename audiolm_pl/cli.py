@@ -15,6 +15,7 @@ from typing import Sequence
 
 COMMAND_MODULES = (
     "audiolm_pl.data.cli",  # data shards | speech | piano
+    "audiolm_pl.codec.cli",  # codec roundtrip | encode | decode
     "audiolm_pl.semantic.cli",
     "audiolm_pl.tokenize_cli",
     "audiolm_pl.generate_cli",  # generate
@@ -66,13 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from audiolm_pl.checkpoint import CheckpointError
-    from audiolm_pl.config import ConfigError
-    from audiolm_pl.tokens import TokenSpecMismatch
-
+    # user errors (bad config keys, files, specs, values) end with a message and exit code 2;
+    # anything else is a bug and keeps its traceback
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, TokenSpecMismatch, FileNotFoundError) as err:
+    except (FileNotFoundError, ValueError) as err:  # ConfigError, CheckpointError, TokenSpecMismatch are ValueErrors
         print(f"audiolm-pl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

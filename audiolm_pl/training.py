@@ -9,6 +9,7 @@ function. `train_stage` turns that into a run directory holding TensorBoard logs
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,27 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def adamw_with_schedule(parameters, optim: OptimConfig, total_steps: int, weight_decay: float | None = None):
+    """(AdamW, LambdaLR warm-up + cosine) stepped once per optimizer step."""
+    import torch
+
+    optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=tuple(optim.betas),
+                                  weight_decay=optim.weight_decay if weight_decay is None else weight_decay)
+    total = max(total_steps, optim.warmup_steps + 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, optim.warmup_steps, total, optim.min_lr_ratio)
+    )
+    return optimizer, scheduler
 
 
 def run_dir(trainer_config: TrainerConfig, stage: str) -> Path:
@@ -136,5 +158,5 @@ def train_stage(stage: str, run_config: Any) -> Path:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not tc.fast_dev_run and "spawn" not in str(tc.strategy):
         # a run stopped by max_time or max_steps between checkpoint intervals keeps its last steps
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)  # full state (optimizers, loops) for resuming
     return directory

@@ -1,0 +1,33 @@
+"""The codec stage: SoundStream with residual VQ (acoustic tokens at 50 Hz)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from audiolm_pl.codec.model import CodecOutput, SoundStream, SoundStreamConfig
+from audiolm_pl.codec.quantizer import QuantizerConfig
+
+__all__ = ["CodecOutput", "QuantizerConfig", "SoundStream", "SoundStreamConfig", "load_codec"]
+
+
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> SoundStream:
+    """A codec checkpoint (or run directory) -> SoundStream in eval mode, with the EMA generator
+    weights when the checkpoint has them. Weights-only loading: no code runs from the file."""
+    from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_state_dict
+    from audiolm_pl.codec.lightning import CodecRunConfig
+    from audiolm_pl.config import from_dict
+    from audiolm_pl.tokens import require_same_spec
+
+    checkpoint = load_stage_checkpoint(path, expected_stage="codec")
+    run_config = from_dict(CodecRunConfig, checkpoint.config)
+    codec = SoundStream(run_config.model)
+    weights = sub_state_dict(checkpoint.state_dict, "ema_model.module") or sub_state_dict(checkpoint.state_dict, "model")
+    missing, unexpected = codec.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{checkpoint.path}: codec weights do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    stored = checkpoint.token_specs.get("acoustic")
+    if stored is not None:
+        require_same_spec(stored, codec.token_spec, consumer=f"codec checkpoint {checkpoint.path}", producer="its rebuilt model")
+    return codec.eval().to(device)

@@ -1,0 +1,131 @@
+"""Training the codec: GAN training of SoundStream with manual optimisation (two optimisers).
+
+Guards against the known failure modes of open SoundStream training: the discriminator
+starts only after `loss.discriminator_start` generator steps, both optimisers clip their
+gradients, a non-finite loss skips the step (and is counted in `train/skipped_steps`), the
+STFT discriminator runs in fp32, and an EMA copy of the generator is what validation,
+`load_codec` and the tokenize job use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from audiolm_pl.codec.discriminators import DiscriminatorConfig, Discriminators
+from audiolm_pl.codec.losses import MultiScaleMelLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss
+from audiolm_pl.codec.model import SoundStream, SoundStreamConfig
+from audiolm_pl.codec.validation import CodecValidation
+from audiolm_pl.config import to_dict
+from audiolm_pl.data.datamodule import AudioDataConfig, AudioDataModule
+from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule
+
+
+@dataclass
+class CodecLossConfig:
+    """Weights as in DAC (a stable open recipe); the paper uses adv 1, feature 100, rec 1 on other scales."""
+
+    mel: float = 15.0
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    commitment: float = 0.25
+    discriminator_start: int = 1000  # generator steps trained on reconstruction alone
+    ema_decay: float = 0.999  # EMA of generator weights, used for evaluation
+    clip_norm: float = 10.0
+
+
+@dataclass
+class CodecRunConfig:
+    model: SoundStreamConfig = field(default_factory=SoundStreamConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: CodecLossConfig = field(default_factory=CodecLossConfig)
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, betas=[0.5, 0.9], weight_decay=0.0))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    validation_quantizers: list[int] = field(default_factory=list)  # levels to evaluate; [] = 1, Q/4, Q/2, Q
+
+
+class CodecModule(L.LightningModule):
+    def __init__(self, run_config: CodecRunConfig):
+        super().__init__()
+        self.run_config = run_config
+        self.automatic_optimization = False
+        self.model = SoundStream(run_config.model)
+        self.discriminator = Discriminators(run_config.discriminator)
+        # parameters only: codebooks are buffers (EMA-updated and re-seeded by the quantizer itself),
+        # copied from the live model after each update rather than blended
+        self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(run_config.loss.ema_decay), use_buffers=False)
+        self.mel_loss = MultiScaleMelLoss(run_config.model.sample_rate)
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.validation = CodecValidation(self)
+        self.save_hyperparameters({"stage": "codec", "config": to_dict(run_config),
+                                   "token_specs": {"acoustic": self.model.token_spec.to_dict()}})
+
+    @property
+    def discriminator_active(self) -> bool:
+        return int(self.generator_steps) >= self.run_config.loss.discriminator_start
+
+    def training_step(self, batch: dict, batch_index: int) -> None:
+        weights, wav = self.run_config.loss, batch["wav"]  # (B, T)
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        out = self.model(wav)
+        logs = {}
+        if self.discriminator_active:
+            loss_d = discriminator_hinge_loss(self.discriminator(wav), self.discriminator(out.wav.detach()))
+            if self._step(opt_d, sched_d, loss_d):
+                logs["train/discriminator"] = loss_d.detach()
+        mel = self.mel_loss(out.wav, wav)
+        loss_g = weights.mel * mel + weights.commitment * out.commitment_loss
+        logs.update({"train/mel": mel.detach(), "train/commitment": out.commitment_loss.detach()})
+        if self.discriminator_active:
+            real, fake = self.discriminator(wav), self.discriminator(out.wav)
+            adversarial, features = generator_hinge_loss(fake), feature_matching_loss(real, fake)
+            loss_g = loss_g + weights.adversarial * adversarial + weights.feature_matching * features
+            logs.update({"train/adversarial": adversarial.detach(), "train/feature_matching": features.detach()})
+        if self._step(opt_g, sched_g, loss_g):
+            self.ema_model.update_parameters(self.model)
+            for ema_buffer, buffer in zip(self.ema_model.module.buffers(), self.model.buffers()):
+                ema_buffer.copy_(buffer)
+            self.generator_steps += 1
+            logs["train/generator"] = loss_g.detach()
+        logs["train/skipped_steps"] = self.skipped_steps.float()
+        self.log_dict(logs, prog_bar=False, batch_size=wav.shape[0])
+        self.log("train/mel_loss", mel.detach(), prog_bar=True, batch_size=wav.shape[0])
+
+    def _step(self, optimizer, scheduler, loss: torch.Tensor) -> bool:
+        """Backward + clipped step; a non-finite loss skips the step instead of poisoning the weights."""
+        if not torch.isfinite(loss):
+            self.skipped_steps += 1
+            return False
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.run_config.loss.clip_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        scheduler.step()
+        return True
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        self.validation.step(batch, batch_index)
+
+    def on_validation_epoch_start(self) -> None:
+        self.validation.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self.validation.finish()
+
+    def configure_optimizers(self):
+        o, total = self.run_config.optim, self.run_config.trainer.max_steps
+        opt_g, sched_g = adamw_with_schedule(self.model.parameters(), o, total)
+        opt_d, sched_d = adamw_with_schedule(self.discriminator.parameters(), o, total)
+        return [opt_g, opt_d], [{"scheduler": sched_g, "interval": "step"}, {"scheduler": sched_d, "interval": "step"}]
+
+
+def build(run_config: CodecRunConfig) -> tuple[CodecModule, AudioDataModule]:
+    if run_config.data.sample_rate != run_config.model.sample_rate:
+        raise ValueError(f"data.sample_rate={run_config.data.sample_rate} but model.sample_rate={run_config.model.sample_rate}")
+    return CodecModule(run_config), AudioDataModule(run_config.data)

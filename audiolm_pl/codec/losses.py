@@ -1,0 +1,58 @@
+"""Codec losses: multi-scale mel reconstruction, hinge adversarial losses, feature matching."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.audio_utils import mel_filter_bank
+
+from audiolm_pl.codec.discriminators import DiscriminatorOutput
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Mean over STFT sizes 64..2048 of L1 distances between log-mel spectrograms (and mel
+    magnitudes), as in SoundStream's reconstruction loss. Also the `mel distance` metric."""
+
+    def __init__(self, sample_rate: int, window_sizes=(64, 128, 256, 512, 1024, 2048), log_weight: float = 1.0):
+        super().__init__()
+        self.window_sizes = tuple(window_sizes)
+        self.log_weight = log_weight
+        for size in self.window_sizes:
+            n_mels = min(80, size // 4)
+            filters = mel_filter_bank(num_frequency_bins=size // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+                                      max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney")
+            self.register_buffer(f"mel_{size}", torch.from_numpy(filters).float().T, persistent=False)  # (n_mels, F)
+            self.register_buffer(f"hann_{size}", torch.hann_window(size), persistent=False)
+
+    def mel(self, wav: torch.Tensor, size: int) -> torch.Tensor:
+        spec = torch.stft(wav.float(), size, size // 4, window=getattr(self, f"hann_{size}"), return_complex=True)  # (B, F, T_s)
+        return getattr(self, f"mel_{size}") @ spec.abs()  # (B, n_mels, T_s)
+
+    def forward(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(predicted.device.type, enabled=False):
+            total = predicted.new_zeros((), dtype=torch.float32)
+            for size in self.window_sizes:
+                mel_p, mel_t = self.mel(predicted, size), self.mel(target, size)
+                total = total + F.l1_loss(mel_p, mel_t)
+                total = total + self.log_weight * F.l1_loss(mel_p.clamp_min(1e-5).log10(), mel_t.clamp_min(1e-5).log10())
+            return total / len(self.window_sizes)
+
+
+def discriminator_hinge_loss(real: DiscriminatorOutput, fake: DiscriminatorOutput) -> torch.Tensor:
+    losses = [F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real.logits, fake.logits)]
+    return torch.stack(losses).mean()
+
+
+def generator_hinge_loss(fake: DiscriminatorOutput) -> torch.Tensor:
+    return torch.stack([F.relu(1 - f).mean() for f in fake.logits]).mean()
+
+
+def feature_matching_loss(real: DiscriminatorOutput, fake: DiscriminatorOutput) -> torch.Tensor:
+    """L1 between feature maps, each relative to the real map's mean magnitude (scale-free)."""
+    losses = [
+        (f - r.detach()).abs().mean() / (r.detach().abs().mean() + 1e-5)
+        for real_maps, fake_maps in zip(real.features, fake.features)
+        for r, f in zip(real_maps, fake_maps)
+    ]
+    return torch.stack(losses).mean()

@@ -1,0 +1,109 @@
+"""Codec: shapes, frame rate, causality, lower bitrates, training with logs, checkpoints, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from audiolm_pl.codec import SoundStream, load_codec
+from audiolm_pl.codec.lightning import CodecRunConfig
+from audiolm_pl.codec.metrics import CodebookUsage
+from audiolm_pl.config import CONF_DIR, load_config
+from audiolm_pl.training import load_stage_config, train_stage
+
+
+def tiny_codec() -> SoundStream:
+    torch.manual_seed(0)
+    return SoundStream(load_config(CodecRunConfig, CONF_DIR / "codec" / "tiny.yaml").model)
+
+
+def test_encode_decode_shapes_and_frame_rate():
+    codec = tiny_codec().eval()
+    wav = torch.randn(3, 16000 + 100) * 0.1  # 1 s + a partial frame
+    codes = codec.encode(wav)
+    assert codec.frame_rate == 50.0 and codec.token_spec.samples_per_frame == 320
+    assert codes.shape == (3, 51, 4) and codes.dtype == torch.int64
+    assert codes.min() >= 0 and codes.max() < codec.codebook_size
+    assert codec.decode(codes).shape == (3, 51 * 320)
+
+
+def test_fewer_quantizers_decode_and_differ():
+    codec = tiny_codec().eval()
+    # 200 frames for 64 codes: k-means initialisation cannot fit every frame with level 1 alone
+    codes = codec.encode(torch.randn(1, 64000) * 0.1)
+    outputs = [codec.decode(codes[:, :, :n]) for n in (1, 2, 4)]
+    assert all(out.shape == (1, 64000) for out in outputs)
+    assert not torch.allclose(outputs[0], outputs[2])  # each level adds detail
+    with pytest.raises(ValueError, match="1 <= q <= 4"):
+        codec.decode(torch.zeros(1, 25, 5, dtype=torch.long))
+
+
+def test_encoder_and_decoder_are_causal():
+    codec = tiny_codec().eval()
+    wav = torch.randn(1, 6400, requires_grad=True)
+    latents = codec.encoder(wav)  # (1, D, 20)
+    latents[0, :, 9].sum().backward()  # frame 9 covers samples [2880, 3200)
+    assert torch.all(wav.grad[0, 3200:] == 0) and wav.grad[0, :3200].abs().sum() > 0
+    z = torch.randn(1, codec.config.latent_dim, 20, requires_grad=True)
+    codec.decoder(z)[0, :320 * 5].sum().backward()  # samples of the first 5 frames
+    assert torch.all(z.grad[0, :, 5:] == 0)
+
+
+def test_codebook_usage_and_perplexity():
+    usage = CodebookUsage(num_quantizers=2, codebook_size=4)
+    usage.update(torch.tensor([[[0, -1], [1, 2], [2, 2], [3, 2]]]))  # (B=1, T=4, Q=2); -1 = dropped
+    assert usage.usage().tolist() == [1.0, 0.25]
+    assert usage.perplexity()[0] == pytest.approx(4.0) and usage.perplexity()[1] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def trained_codec(audio_shards, tmp_path_factory):
+    run = tmp_path_factory.mktemp("codec_run")
+    config = load_stage_config("codec", "tiny", "cpu", [
+        f"data.train_shards={audio_shards.train}", f"data.val_shards={audio_shards.val}", "trainer.max_steps=8",
+        "trainer.val_check_interval=4", f"trainer.output_dir={run}", "trainer.run_name=codec", "loss.discriminator_start=2",
+        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+    ])
+    return train_stage("codec", config)
+
+
+def test_training_logs_losses_metrics_and_media(trained_codec):
+    from audiolm_pl.report import last_scalars
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    figures = last_scalars(trained_codec)
+    for tag in ("train/mel", "train/commitment", "train/adversarial", "train/feature_matching", "train/discriminator",
+                "val/si_sdr_q4", "val/mel_distance_q1", "val/codebook_usage_q3", "val/codebook_perplexity_q0", "val/stoi_q4"):
+        assert tag in figures, tag
+    assert all(np.isfinite(v) for v in figures.values())
+    events = next(trained_codec.rglob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events), size_guidance={"audio": 0, "images": 0})
+    accumulator.Reload()
+    assert "audio/0_reconstruction" in accumulator.Tags()["audio"]
+    assert "spectrogram/0_reconstruction" in accumulator.Tags()["images"]
+
+
+def test_checkpoint_loads_weights_only_with_ema_and_spec(trained_codec):
+    raw = torch.load(trained_codec / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["token_specs"]["acoustic"]["vocab_size"] == 64
+    codec = load_codec(trained_codec)
+    ema = {k[len("ema_model.module."):]: v for k, v in raw["state_dict"].items() if k.startswith("ema_model.module.")}
+    assert torch.equal(codec.state_dict()["decoder.net.0.conv.parametrizations.weight.original1"],
+                       ema["decoder.net.0.conv.parametrizations.weight.original1"])
+    assert not codec.training
+
+
+def test_cli_roundtrip_encode_decode(trained_codec, tmp_path, capsys):
+    from audiolm_pl.cli import main
+
+    source = tmp_path / "in.wav"
+    soundfile.write(source, (0.3 * np.sin(np.arange(12000) / 10)).astype("float32"), 22050)  # resampled on read
+    assert main(["codec", "roundtrip", str(trained_codec), str(source), str(tmp_path / "rt.wav"), "--quantizers", "2"]) == 0
+    wav, rate = soundfile.read(tmp_path / "rt.wav")
+    assert rate == 16000 and abs(len(wav) - round(12000 * 16000 / 22050)) <= 1
+    assert main(["codec", "encode", str(trained_codec), str(source), str(tmp_path / "c.safetensors")]) == 0
+    assert main(["codec", "decode", str(trained_codec), str(tmp_path / "c.safetensors"), str(tmp_path / "d.wav")]) == 0
+    assert "2 of 4 quantizers" in capsys.readouterr().out
+    assert main(["codec", "roundtrip", str(trained_codec), str(source), str(tmp_path / "x.wav"), "--quantizers", "9"]) == 2
