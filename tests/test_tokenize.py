@@ -1,9 +1,8 @@
 """The tokenize job: audio shards -> token shards, resumable, atomic, refusing foreign checkpoints.
 
 The `token_shards` fixture here (imported by tests/test_lm_stages.py) runs the real
-`tokenize_shards` over the `audio_shards` fixture with the baseline mel semantic tokenizer
-and a codec: the real tiny codec when `audiolm_pl.codec` is installed, else `EnergyCodec`
-(test-only, below).
+`tokenize_shards` over the `audio_shards` fixture with the baseline MFCC k-means semantic
+tokenizer and the real tiny codec (untrained: its codes are a deterministic function of the audio).
 """
 
 from __future__ import annotations
@@ -18,36 +17,26 @@ import numpy as np
 import pytest
 import torch
 
-from audiolm_pl.tokens import AcousticCodec
 
 
-class EnergyCodec(AcousticCodec):
-    """TEST-ONLY codec: 50 Hz frames, level q = quantised log energy of quarter q of the frame."""
+def make_codec(root):
+    """(codec, checkpoint path): the real tiny SoundStream (conf/codec/tiny.yaml), untrained, saved as a
+    codec-stage checkpoint and read back with `load_codec` (as `audiolm-pl tokenize` does)."""
+    from audiolm_pl.codec import SoundStream, load_codec
+    from audiolm_pl.config import to_dict
+    from audiolm_pl.training import load_stage_config
 
-    def __init__(self, levels: int = 4, codes: int = 16):
-        super().__init__()
-        self.levels, self.codes = levels, codes
-
-    sample_rate = property(lambda self: 16000)
-    frame_rate = property(lambda self: 50.0)
-    codebook_size = property(lambda self: self.codes)
-    num_quantizers = property(lambda self: self.levels)
-
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        frames = wav[:, : wav.shape[1] // 320 * 320].reshape(wav.shape[0], -1, self.levels, 320 // self.levels)  # (B, T_a, Q, 320 / Q)
-        log_energy = frames.pow(2).mean(-1).add(1e-6).log10()  # (B, T_a, Q), about -6 .. 0
-        return ((log_energy + 6) / 6 * self.codes).long().clamp(0, self.codes - 1)  # (B, T_a, Q)
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        amplitude = 10 ** (codes[..., 0].float() / self.codes * 3 - 3)  # (B, T_a)
-        return amplitude.repeat_interleave(320, dim=1)  # (B, T_a * 320)
-
-
-def make_codec(tmp_path):
-    """(codec, checkpoint path to hash)."""
-    path = tmp_path / "energy_codec.pt"
-    torch.save({"test_only": torch.tensor([4, 16])}, path)  # something to hash
-    return EnergyCodec(), path
+    config = load_stage_config("codec", "tiny")
+    torch.manual_seed(0)
+    model = SoundStream(config.model)
+    path = root / "codec.ckpt"
+    torch.save({
+        "state_dict": {f"model.{name}": value for name, value in model.state_dict().items()},
+        "hyper_parameters": {"stage": "codec", "config": to_dict(config),
+                             "token_specs": {"acoustic": model.token_spec.to_dict()}},
+        "global_step": 0,
+    }, path)
+    return load_codec(path), path
 
 
 def make_semantic_tokenizer(audio_dir, path):
@@ -117,18 +106,23 @@ def test_token_shards_hold_aligned_tokens_specs_and_hashes(token_shards):
 
 
 def test_tokens_equal_unbatched_encoding(token_shards):
-    """Batching pads clips; the tokens of each clip must equal encoding it alone."""
+    """Batching pads clips after their end; with a causal codec the codes of each clip must equal
+    encoding it alone, up to rare float-rounding flips at a code boundary (batched GEMMs round differently)."""
     import webdataset as wds
 
     from audiolm_pl.data.datamodule import decode_audio
 
     audio_tar = sorted(token_shards.audio.val.glob("*.tar"))[0]
     written = read_samples(token_shards.val / "tokens-000000.tar")
+    differing, total = 0, 0
     for sample in wds.tarfile_samples([{"url": str(audio_tar)}]):
         wav = torch.from_numpy(decode_audio(sample, 16000))[None]  # (1, T)
-        tokens = written[sample["__key__"]]
-        acoustic = np.load(io.BytesIO(tokens["acoustic.npy"]))
-        assert np.array_equal(acoustic, token_shards.codec.encode(wav)[0, : len(acoustic)].numpy())
+        acoustic = np.load(io.BytesIO(written[sample["__key__"]]["acoustic.npy"]))  # (T_a, Q)
+        alone = token_shards.codec.encode(wav)[0].numpy()  # (T_a', Q)
+        assert len(alone) >= len(acoustic)
+        differing += int((alone[: len(acoustic)] != acoustic).any(1).sum())
+        total += len(acoustic)
+    assert total > 0 and differing <= 0.02 * total, f"{differing} of {total} frames differ"
 
 
 def test_rerun_skips_finished_shards_and_rewrites_missing_ones(token_shards, tmp_path):
@@ -155,11 +149,9 @@ def test_refuses_to_append_tokens_of_other_checkpoints(token_shards, tmp_path):
 def test_refuses_mismatched_sample_rates(token_shards, tmp_path):
     from audiolm_pl.tokenize import TokenizeError
 
-    class Codec8k(EnergyCodec):
-        sample_rate = property(lambda self: 8000)
-
+    codec_8k = SimpleNamespace(sample_rate=8000, frame_rate=50.0)  # only its rates are read before refusing
     with pytest.raises(TokenizeError, match="sample rates differ"):
-        tokenize(Codec8k(), token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, tmp_path / "out")
+        tokenize(codec_8k, token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, tmp_path / "out")
 
 
 def test_cli_has_tokenize_command():
