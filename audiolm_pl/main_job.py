@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class MainJobConfig:
     workdir: str = "outputs/main"
     speech_hours: float = 1.0
-    piano_hours: float = 0.1
+    piano_hours: float = 0.05
     size: str = "tiny"  # config size for every stage: tiny | small | paper
     seed: int = 0
     workers: int = 2
