@@ -11,6 +11,15 @@ from audiolm_pl.lm.transformer import Block, TransformerConfig, TransformerLM
 VOCAB = 37
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models decode token by token: on a shared CPU one thread beats OpenMP spinning on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(position: str, max_seq_len: int = 64, dropout: float = 0.0) -> TransformerLM:
     torch.manual_seed(0)
     config = TransformerConfig(n_layer=2, n_head=4, d_model=32, d_ff=64, dropout=dropout,

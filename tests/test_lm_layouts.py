@@ -22,6 +22,15 @@ SPECS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models decode token by token: on a shared CPU one thread beats OpenMP spinning on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_dedup_removes_only_consecutive_repeats():
     assert dedup_consecutive(np.array([3, 3, 1, 1, 1, 3, 2, 2])).tolist() == [3, 1, 3, 2]
 

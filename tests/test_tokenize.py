@@ -61,20 +61,30 @@ def tokenize(codec, tokenizer, hashes, source, out, **kwargs):
                            batch_size=3, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def token_shards(audio_shards, tmp_path_factory):
-    """Token shards of the `audio_shards` fixture, made by the real tokenize job."""
+_BUILT: dict[str, SimpleNamespace] = {}  # one tokenize run per session, shared by the modules importing the fixture
+
+
+def build_token_shards(audio_shards, tmp_path_factory) -> SimpleNamespace:
+    """Token shards of the `audio_shards` fixture, made by the real tokenize job (once per session)."""
     from audiolm_pl.checkpoint import file_hash
 
+    if str(audio_shards.train) in _BUILT:
+        return _BUILT[str(audio_shards.train)]
     root = tmp_path_factory.mktemp("token_shards")
     codec, codec_path = make_codec(root)
     tokenizer = make_semantic_tokenizer(audio_shards.train, root / "semantic.safetensors")
     hashes = (file_hash(codec_path), file_hash(root / "semantic.safetensors"))
     reports = {split: tokenize(codec, tokenizer, hashes, getattr(audio_shards, split), root / split)
                for split in ("train", "val")}
-    return SimpleNamespace(train=root / "train", val=root / "val", codec=codec, tokenizer=tokenizer,
-                           hashes=hashes, reports=reports, audio=audio_shards,
-                           codec_path=codec_path, semantic_path=root / "semantic.safetensors")
+    _BUILT[str(audio_shards.train)] = SimpleNamespace(
+        train=root / "train", val=root / "val", codec=codec, tokenizer=tokenizer, hashes=hashes, reports=reports,
+        audio=audio_shards, codec_path=codec_path, semantic_path=root / "semantic.safetensors")
+    return _BUILT[str(audio_shards.train)]
+
+
+@pytest.fixture(scope="session")
+def token_shards(audio_shards, tmp_path_factory):
+    return build_token_shards(audio_shards, tmp_path_factory)
 
 
 def read_samples(tar_path):
