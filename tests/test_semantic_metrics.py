@@ -77,3 +77,16 @@ def test_commands_kmeans_encode_measure(tmp_path, capsys):
     assert "PNMI" in printed and "cross-speaker: 9 same-text pairs" in printed  # 3 texts x 3 speaker pairs
     pnmi = float(printed.split("PNMI ")[1].split()[0])
     assert 0.0 < pnmi < 1.0 and not math.isnan(pnmi)
+
+
+def test_kmeans_through_main_entry_point_on_written_shards(audio_shards, tmp_path):
+    from audiolm_pl.cli import main
+    from audiolm_pl.semantic import load_tokenizer
+
+    out = tmp_path / "tok.safetensors"
+    argv = ["semantic", "kmeans", "--source", "logmel", "--shards", str(audio_shards.train), "--clusters", "8",
+            "--epochs", "2", "--batch-size", "256", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    tokenizer = load_tokenizer(out)
+    assert tokenizer.token_spec.describe() == "8 ids at 25 Hz over 16000 Hz audio"
+    assert main(["semantic", "kmeans", "--source", "hf:/nonexistent/model", "--shards", str(audio_shards.train), "--out", str(out)]) == 2
