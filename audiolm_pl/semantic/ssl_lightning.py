@@ -70,7 +70,6 @@ class SSLLightning(L.LightningModule):
         self.save_hyperparameters(
             {"stage": "ssl", "config": to_dict(run_config), "token_specs": {"targets": target_tokenizer.token_spec.to_dict()}}
         )
-        self._val_generator = torch.Generator().manual_seed(1234)
 
     @property
     def target_tokenizer(self) -> KMeansSemanticTokenizer:
