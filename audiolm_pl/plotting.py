@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # not pyplot: no global backend or figure state, fine headless
 
 
 def spectrogram_figure(wav, sample_rate: int, title: str = "", prompt_seconds: float | None = None):
@@ -18,7 +15,8 @@ def spectrogram_figure(wav, sample_rate: int, title: str = "", prompt_seconds: f
     n_fft, hop = 1024, 256
     spec = torch.stft(torch.from_numpy(wav), n_fft, hop, window=torch.hann_window(n_fft), return_complex=True)
     db = 20 * torch.log10(spec.abs().clamp_min(1e-5)).numpy()  # (F, frames)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True, height_ratios=[1, 2])
+    figure = Figure(figsize=(10, 5))
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[1, 2])
     seconds = len(wav) / sample_rate
     top.plot(np.arange(len(wav)) / sample_rate, wav, linewidth=0.4)
     top.set_ylabel("amplitude")
@@ -38,5 +36,4 @@ def save_spectrogram_png(wav, sample_rate: int, path: str | Path, title: str = "
     path = Path(path)
     figure = spectrogram_figure(wav, sample_rate, title, prompt_seconds)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

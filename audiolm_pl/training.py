@@ -156,7 +156,9 @@ def train_stage(stage: str, run_config: Any) -> Path:
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if not tc.fast_dev_run and "spawn" not in str(tc.strategy):
-        # a run stopped by max_time or max_steps between checkpoint intervals keeps its last steps
-        trainer.save_checkpoint(last, weights_only=False)  # full state (optimizers, loops) for resuming
+        if not tc.fast_dev_run and "spawn" not in str(tc.strategy):
+            # a run stopped by max_time or max_steps between checkpoint intervals keeps its last steps
+            trainer.save_checkpoint(last, weights_only=False)  # full state (optimizers, loops) for resuming
+            if tc.limit_val_batches:
+                trainer.validate(module, datamodule=datamodule, verbose=False)  # end-of-training figures
     return directory
