@@ -1,0 +1,112 @@
+"""Codec quality benchmark: train a config for a fixed time, then measure it on held-out speakers.
+
+    python scripts/bench_codec.py --train-shards outputs/main/shards/speech/train \
+        --val-shards outputs/main/shards/speech/val --config small --minutes 60 [--out bench.json] [--compare ref.json]
+
+Prints, for 3, 6 and Q quantizers: mel distance, SI-SDR, STOI, PESQ (wide band); codebook usage
+and perplexity per RVQ level; encode and decode real-time factors on this CPU; and whether any
+training step was skipped for a non-finite loss. With --checkpoint it only measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
+    import webdataset as wds
+
+    from audiolm_pl.codec.losses import MultiScaleMelLoss
+    from audiolm_pl.codec.metrics import CodebookUsage, optional_perceptual_metrics, si_sdr
+    from audiolm_pl.data.datamodule import decode_audio
+    from audiolm_pl.data.shard_paths import resolve_shards
+
+    mel = MultiScaleMelLoss(codec.sample_rate)
+    usage = CodebookUsage(codec.num_quantizers, codec.codebook_size)
+    sums = {n: {"mel_distance": 0.0, "si_sdr": 0.0, "stoi": 0.0, "pesq": 0.0} for n in levels}
+    seconds = encode_time = decode_time = 0.0
+    samples = wds.tarfile_samples([{"url": url} for url in resolve_shards(val_shards)])
+    count = 0
+    for sample in samples:
+        wav = torch.from_numpy(decode_audio(sample, codec.sample_rate))[None]  # (1, T)
+        started = time.perf_counter()
+        codes = codec.encode(wav)  # (1, T_a, Q)
+        encode_time += time.perf_counter() - started
+        usage.update(codes)
+        for n in levels:
+            started = time.perf_counter()
+            recon = codec.decode(codes[:, :, :n])[:, : wav.shape[1]]  # (1, T)
+            decode_time += (time.perf_counter() - started) if n == max(levels) else 0.0
+            figures = {"mel_distance": float(mel(recon, wav)), "si_sdr": float(si_sdr(recon, wav)),
+                       **optional_perceptual_metrics(recon, wav, codec.sample_rate)}
+            for key, value in figures.items():
+                sums[n][key] += value
+        seconds += wav.shape[1] / codec.sample_rate
+        count += 1
+        if count == clips:
+            break
+    return {
+        "clips": count, "seconds": round(seconds, 1),
+        "by_quantizers": {n: {k: round(v / count, 4) for k, v in sums[n].items()} for n in levels},
+        "codebook_usage": [round(float(u), 3) for u in usage.usage()],
+        "codebook_perplexity": [round(float(p), 1) for p in usage.perplexity()],
+        "encode_rtf": round(encode_time / seconds, 4), "decode_rtf": round(decode_time / seconds, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-shards", default="outputs/main/shards/speech/train")
+    parser.add_argument("--val-shards", default="outputs/main/shards/speech/val")
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--checkpoint", default=None, help="measure this codec instead of training one")
+    parser.add_argument("--run-dir", default="runs/bench_codec")
+    parser.add_argument("--clips", type=int, default=50, help="held-out clips to measure")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, default=None, help="a previous --out file to print beside")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from audiolm_pl.codec import load_codec
+    from audiolm_pl.training import load_stage_config, train_stage
+
+    started = time.time()
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        total = int(args.minutes * 60)
+        run_dir = Path(args.run_dir)
+        config = load_stage_config("codec", args.config, "cpu", [
+            f"data.train_shards={args.train_shards}", f"data.val_shards={args.val_shards}",
+            f"trainer.output_dir={run_dir.parent}", f"trainer.run_name={run_dir.name}",
+            f"trainer.max_time=00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}", *args.overrides])
+        checkpoint = str(train_stage("codec", config))
+    codec = load_codec(checkpoint)
+    raw = torch.load(Path(checkpoint) / "checkpoints" / "last.ckpt" if Path(checkpoint).is_dir() else checkpoint,
+                     map_location="cpu", weights_only=True)
+    q = codec.num_quantizers
+    result = measure(codec, args.val_shards, args.clips, sorted({min(3, q), min(6, q), q}))
+    result.update({"config": args.config, "train_minutes": round((time.time() - started) / 60, 1),
+                   "generator_steps": int(raw["state_dict"]["generator_steps"]),
+                   "skipped_steps": int(raw["state_dict"]["skipped_steps"]), "torch_threads": torch.get_num_threads()})
+    print(json.dumps(result, indent=1))
+    monotone = all(result["by_quantizers"][a]["mel_distance"] > result["by_quantizers"][b]["mel_distance"]
+                   for a, b in zip(sorted(result["by_quantizers"]), sorted(result["by_quantizers"])[1:]))
+    print(f"mel distance falls with every added quantizer: {monotone}; "
+          f"lowest codebook usage: {min(result['codebook_usage']):.2f}; skipped steps: {result['skipped_steps']}")
+    if args.compare and args.compare.exists():
+        print("reference:", args.compare.read_text())
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
