@@ -18,16 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from audiolm_pl.config import to_dict
+from audiolm_pl.training import adamw_with_schedule
 from audiolm_pl.lm.transformer import Block, TransformerLM
 from audiolm_pl.tokens import TokenSpec
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class TokenLMModule(L.LightningModule):
@@ -112,14 +105,7 @@ class TokenLMModule(L.LightningModule):
     def configure_optimizers(self):
         optim = self.run_config.optim
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=optim.lr,
-            betas=tuple(optim.betas),
-        )
-        total = self.run_config.trainer.max_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, optim.warmup_steps, total, optim.min_lr_ratio)
-        )
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]  # norms, biases
+        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer, scheduler = adamw_with_schedule(groups, optim, self.run_config.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
