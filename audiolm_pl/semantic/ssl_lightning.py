@@ -10,7 +10,6 @@ computed on the fly from the batch's wav (cheap for MFCC), so the run needs audi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -21,7 +20,7 @@ from audiolm_pl.config import ConfigError, to_dict
 from audiolm_pl.data.datamodule import AudioDataConfig, AudioDataModule
 from audiolm_pl.semantic.ssl_model import SSLModel, SSLModelConfig
 from audiolm_pl.semantic.tokenizer import KMeansSemanticTokenizer, load_tokenizer
-from audiolm_pl.training import OptimConfig, TrainerConfig
+from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule
 
 
 @dataclass
@@ -113,17 +112,7 @@ class SSLLightning(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True, batch_size=len(batch["key"]))
 
     def configure_optimizers(self):
-        o = self.run_config.optim
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        total = max(self.run_config.trainer.max_steps, o.warmup_steps + 1)
-
-        def factor(step: int) -> float:
-            if step < o.warmup_steps:
-                return (step + 1) / o.warmup_steps
-            progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        optimizer, scheduler = adamw_with_schedule(self.model.parameters(), self.run_config.optim, self.run_config.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
