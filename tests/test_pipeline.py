@@ -117,3 +117,39 @@ def test_notebook_runs(tiny_run):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # spectrogram figures
     assert any("text/html" in o.get("data", {}) for o in outputs)  # audio players
+
+
+def test_eval_reports_speaker_similarity_codec_figures_and_asr(tiny_run, tmp_path):
+    """Tiny random x-vector and CTC models saved locally stand in for real ones (no downloads)."""
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                              Wav2Vec2Processor, WavLMConfig, WavLMForXVector)
+
+    from audiolm_pl.cli import main
+
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+                 conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=16000)
+    speaker_dir, asr_dir = tmp_path / "xvector", tmp_path / "asr"
+    WavLMForXVector(WavLMConfig(**small, tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=8)).save_pretrained(speaker_dir)
+    extractor.save_pretrained(speaker_dir)
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"<pad>": 0, "|": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab), word_delimiter_token="|")
+    Wav2Vec2ForCTC(Wav2Vec2Config(**small, vocab_size=30)).save_pretrained(asr_dir)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(asr_dir)
+    prompts = tiny_run.root / "generated" / "prompts"
+    for wav in prompts.glob("*.wav"):
+        wav.with_suffix(".txt").write_text("utterance of a speaker")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--prompts", str(prompts), "--seconds", "0.5",
+                 "--prompt-seconds", "1", "--speaker-model", str(speaker_dir), "--asr-model", str(asr_dir), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert -1.0 <= summary["speaker_similarity"] <= 1.0 and summary["speaker_embedding"].startswith("x-vector")
+    assert summary["acoustic_generation_wer"] >= 0 and summary["acoustic_generation_cer"] >= 0
+    assert summary["codec_mel_distance_q1"] > 0 and "codec_si_sdr_q4" in summary
+    assert main(["eval", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--prompts", str(prompts), "--seconds", "0.5",
+                 "--prompt-seconds", "1", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["speaker_embedding"].startswith("mfcc-statistics") and summary["asr"].startswith("skipped")
+    assert main(["eval", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--prompts", str(prompts),
+                 "--asr-model", str(tmp_path / "absent")]) == 2
