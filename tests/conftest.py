@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models decode token by token: on a shared CPU one thread beats OpenMP spinning on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def synthetic_voice(f0: float, seconds: float, sample_rate: int, seed: int):
     """A speech-like test signal: harmonics of `f0` with vibrato, syllable envelope and noise."""
     import numpy as np

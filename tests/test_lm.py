@@ -11,13 +11,7 @@ from audiolm_pl.lm.transformer import Block, TransformerConfig, TransformerLM
 VOCAB = 37
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models decode token by token: on a shared CPU one thread beats OpenMP spinning on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(position: str, max_seq_len: int = 64, dropout: float = 0.0) -> TransformerLM:

@@ -22,13 +22,7 @@ SPECS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models decode token by token: on a shared CPU one thread beats OpenMP spinning on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dedup_removes_only_consecutive_repeats():

@@ -16,13 +16,7 @@ from test_tokenize import token_shards  # noqa: F401  (fixture; the shards are b
 STAGES = ["semantic", "coarse", "fine"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models decode token by token: on a shared CPU one thread beats OpenMP spinning on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(stage, shards, tmp_path, *overrides):

@@ -13,14 +13,12 @@ import random
 from dataclasses import dataclass
 from typing import Optional
 
-import lightning as L
 import numpy as np
 import soundfile
 import torch
-from torch.utils.data import DataLoader
 
-from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
-from audiolm_pl.data.stream import EpochLoader, ShardStream, resume_position
+from audiolm_pl.data.shard_paths import manifest_for
+from audiolm_pl.data.stream import StreamDataModule
 
 
 @dataclass
@@ -86,10 +84,14 @@ def collate_audio(examples: list[dict]) -> dict:
     }
 
 
-class AudioDataModule(L.LightningDataModule):
-    def __init__(self, config: AudioDataConfig):
-        super().__init__()
-        self.config = config
+class AudioDataModule(StreamDataModule):
+    config: AudioDataConfig
+
+    def make_example(self, train: bool) -> AudioCropper:
+        return AudioCropper(self.config, train)
+
+    def collate(self, examples: list[dict]) -> dict:
+        return collate_audio(examples)
 
     def setup(self, stage: str | None = None) -> None:
         for field_name in ("train_shards", "val_shards"):
@@ -100,28 +102,3 @@ class AudioDataModule(L.LightningDataModule):
                     f"data.{field_name}={getattr(self.config, field_name)!r} holds {rate} Hz audio "
                     f"(manifest.json); data.sample_rate is {self.config.sample_rate}"
                 )
-
-    def _stream(self, train: bool) -> ShardStream:
-        c = self.config
-        return ShardStream(
-            resolve_shards(c.train_shards if train else c.val_shards),
-            AudioCropper(c, train),
-            collate_audio,
-            c.batch_size,
-            train=train,
-            seed=c.seed,
-            shuffle_buffer=c.shuffle_buffer,
-            batches_per_epoch=max(1, c.samples_per_epoch // c.batch_size),
-            samples_per_rank=c.val_samples,
-            num_workers=c.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        stream = self._stream(train=True)
-        return EpochLoader(stream, resume_position(self.trainer, stream.batches_per_epoch))
-
-    def val_dataloader(self) -> DataLoader:
-        stream = self._stream(train=False)
-        workers = min(self.config.num_workers, len(stream.shards))
-        stream.num_workers = workers
-        return DataLoader(stream, batch_size=None, num_workers=workers)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import webdataset as wds
+import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
 log = logging.getLogger(__name__)
@@ -189,3 +190,45 @@ def resume_position(trainer, batches_per_epoch: int) -> StreamPosition:
     if done >= batches_per_epoch:
         return StreamPosition(epoch=epoch + 1)
     return StreamPosition(epoch=epoch, skip_batches=done)
+
+
+class StreamDataModule(L.LightningDataModule):
+    """Train/val loaders over `ShardStream`s, for any config with the shared stream fields
+    (train_shards, val_shards, batch_size, num_workers, shuffle_buffer, samples_per_epoch,
+    val_samples, seed). Subclasses say how a raw sample becomes an example and how to batch."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def make_example(self, train: bool) -> MakeExample:
+        raise NotImplementedError
+
+    def collate(self, examples: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def _stream(self, train: bool) -> ShardStream:
+        from audiolm_pl.data.shard_paths import resolve_shards
+
+        c = self.config
+        return ShardStream(
+            resolve_shards(c.train_shards if train else c.val_shards),
+            self.make_example(train),
+            self.collate,
+            c.batch_size,
+            train=train,
+            seed=c.seed,
+            shuffle_buffer=c.shuffle_buffer,
+            batches_per_epoch=max(1, c.samples_per_epoch // c.batch_size),
+            samples_per_rank=c.val_samples,
+            num_workers=c.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        stream = self._stream(train=True)
+        return EpochLoader(stream, resume_position(self.trainer, stream.batches_per_epoch))
+
+    def val_dataloader(self) -> DataLoader:
+        stream = self._stream(train=False)
+        stream.num_workers = min(self.config.num_workers, len(stream.shards))  # validation reads all shards
+        return DataLoader(stream, batch_size=None, num_workers=stream.num_workers)

@@ -16,13 +16,11 @@ import random
 from dataclasses import dataclass
 from typing import Optional
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
-from audiolm_pl.data.stream import EpochLoader, ShardStream, resume_position
+from audiolm_pl.data.shard_paths import manifest_for
+from audiolm_pl.data.stream import StreamDataModule
 from audiolm_pl.lm.layouts import IGNORE
 from audiolm_pl.tokens import TokenSpec, require_same_spec
 
@@ -89,10 +87,11 @@ def collate_examples(examples: list) -> dict:
     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "levels": torch.from_numpy(levels)}
 
 
-class TokenDataModule(L.LightningDataModule):
+class TokenDataModule(StreamDataModule):
+    config: TokenDataConfig
+
     def __init__(self, config: TokenDataConfig, layout, token_specs: Optional[dict[str, TokenSpec]] = None):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.layout = layout
         self.token_specs = token_specs or read_token_specs(config.train_shards)
 
@@ -102,26 +101,8 @@ class TokenDataModule(L.LightningDataModule):
             require_same_spec(spec, val_specs[role], consumer=f"data.train_shards={self.config.train_shards!r}",
                               producer=f"data.val_shards={self.config.val_shards!r}")
 
-    def _stream(self, train: bool) -> ShardStream:
-        c = self.config
-        return ShardStream(
-            resolve_shards(c.train_shards if train else c.val_shards),
-            TokenCropper(c, self.token_specs, self.layout, train),
-            collate_examples,
-            c.batch_size,
-            train=train,
-            seed=c.seed,
-            shuffle_buffer=c.shuffle_buffer,
-            batches_per_epoch=max(1, c.samples_per_epoch // c.batch_size),
-            samples_per_rank=c.val_samples,
-            num_workers=c.num_workers,
-        )
+    def make_example(self, train: bool) -> "TokenCropper":
+        return TokenCropper(self.config, self.token_specs, self.layout, train)
 
-    def train_dataloader(self) -> DataLoader:
-        stream = self._stream(train=True)
-        return EpochLoader(stream, resume_position(self.trainer, stream.batches_per_epoch))
-
-    def val_dataloader(self) -> DataLoader:
-        stream = self._stream(train=False)
-        stream.num_workers = min(self.config.num_workers, len(stream.shards))
-        return DataLoader(stream, batch_size=None, num_workers=stream.num_workers)
+    def collate(self, examples: list) -> dict:
+        return collate_examples(examples)
