@@ -27,17 +27,21 @@ def last_scalars(run_dir: Path, prefixes: tuple[str, ...] = ("val/", "train/")) 
 
 
 def export_prompts(shard_dir: Path, out_dir: Path, count: int, min_seconds: float) -> list[Path]:
-    """The first `count` clips of at least `min_seconds` in a shard directory, written as wav files."""
+    """The first clips of at least `min_seconds` by `count` different speakers (the first folder of
+    a key) in a shard directory, written as wav files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts: list[Path] = []
+    speakers: set[str] = set()
     for shard in sorted(Path(shard_dir).glob("*.tar")):
         with tarfile.open(shard) as tar:
             for member in tar.getmembers():
                 if not member.name.endswith(".flac"):
                     continue
                 audio, rate = soundfile.read(io.BytesIO(tar.extractfile(member).read()), dtype="float32")
-                if len(audio) < min_seconds * rate:
+                speaker = member.name.split("/")[0]
+                if len(audio) < min_seconds * rate or speaker in speakers:
                     continue
+                speakers.add(speaker)
                 path = out_dir / (member.name[: -len(".flac")].replace("/", "__") + ".wav")
                 soundfile.write(path, audio, rate)
                 prompts.append(path)
