@@ -76,6 +76,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from audiolm_pl.checkpoint import load_raw
     from audiolm_pl.codec import load_codec
     from audiolm_pl.training import load_stage_config, train_stage
 
@@ -90,8 +91,7 @@ def main() -> None:
             f"trainer.max_time=00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}", *args.overrides])
         checkpoint = str(train_stage("codec", config))
     codec = load_codec(checkpoint)
-    raw = torch.load(Path(checkpoint) / "checkpoints" / "last.ckpt" if Path(checkpoint).is_dir() else checkpoint,
-                     map_location="cpu", weights_only=True)
+    raw = load_raw(checkpoint)  # weights-only; a run directory means its checkpoints/last.ckpt
     q = codec.num_quantizers
     result = measure(codec, args.val_shards, args.clips, sorted({min(3, q), min(6, q), q}))
     result.update({"config": args.config, "train_minutes": round((time.time() - started) / 60, 1),
