@@ -9,7 +9,6 @@ there, so a typo never becomes a silent default.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
@@ -126,12 +125,6 @@ def from_dict(schema_cls: type[T], values: dict) -> T:
 
 
 def save_yaml(config: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    tmp.replace(path)
+    from audiolm_pl.fileio import atomic_write_text
 
-
-def replace(config: T, **changes: Any) -> T:
-    return dataclasses.replace(config, **changes)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(config)))

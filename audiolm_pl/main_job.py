@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from audiolm_pl.fileio import atomic_write_json
 from audiolm_pl.report import export_prompts, last_scalars, write_markdown_report
 
 log = logging.getLogger(__name__)
@@ -193,16 +194,10 @@ def run_main_job(config: MainJobConfig) -> dict:
         started = time.time()
         figures = STEPS[name](config)
         report["steps"][name] = {"seconds": round(time.time() - started, 1), **figures}
-        _write_json(report_path, report)
+        atomic_write_json(report_path, report, indent=2)
         write_markdown_report(report, config.root / "report.md")
-        marker.write_text(json.dumps(report["steps"][name]))
+        atomic_write_json(marker, report["steps"][name])
     return report
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
 
 
 def add_commands(subparsers) -> None:

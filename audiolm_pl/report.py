@@ -9,6 +9,8 @@ from pathlib import Path
 
 import soundfile
 
+from audiolm_pl.fileio import atomic_write_text
+
 
 def last_scalars(run_dir: Path, prefixes: tuple[str, ...] = ("val/", "train/")) -> dict[str, float]:
     """The last logged value of every scalar tag under `prefixes` in a run's TensorBoard logs."""
@@ -66,6 +68,4 @@ def write_markdown_report(report: dict, path: Path) -> None:
     if generated:
         lines += ["Continuations (first 3 s = the held-out prompt; a spectrogram PNG beside each):", ""]
         lines += [f"- `{item}`" for item in generated]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from audiolm_pl.data.datamodule import decode_audio
 from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
+from audiolm_pl.fileio import atomic_write_json
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def claim_output(out_dir: Path, header: dict) -> None:
         return
     if any(out_dir.glob("tokens-*.tar")):
         raise TokenizeError(f"{out_dir} holds token shards without {claim.name}; refusing to append to them")
-    _write_json(claim, header)
+    atomic_write_json(claim, header, indent=2)
 
 
 def write_manifest(out_dir: Path, header: dict) -> dict:
@@ -206,14 +207,8 @@ def write_manifest(out_dir: Path, header: dict) -> dict:
         "token_specs": {"semantic": header["semantic_spec"], "acoustic": header["acoustic_spec"]},
         **header,
     }
-    _write_json(out_dir / "manifest.json", manifest)
+    atomic_write_json(out_dir / "manifest.json", manifest, indent=2)
     return manifest
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
 
 
 def tokenize_shards(

@@ -23,6 +23,7 @@ import soundfile
 from tqdm import tqdm
 
 from audiolm_pl.data.audio import BadAudio, load_mono, probe
+from audiolm_pl.fileio import atomic_write_json, temporary_path
 from audiolm_pl.data.inputs import InputFile, describe, find_audio, phones_in, unique_keys
 
 FORMAT = "audiolm_pl.audio_shards/1"
@@ -110,7 +111,7 @@ def write_one_shard(path: Path, files: list[PlannedFile], sample_rate: int, pool
     """Write `path` under a temporary name; returns its progress record and that temporary path."""
     import webdataset as wds
 
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)
     record = {"name": path.name, "samples": 0, "seconds": 0.0, "speakers": [], "skipped": []}
     with wds.TarWriter(str(tmp), mtime=0) as writer:  # fixed mtime: reruns are byte-identical
         for entry, result in _encoded(files, sample_rate, pool):
@@ -161,7 +162,7 @@ def write_shards(
                 bar.update(len(files))
             else:
                 record, tmp = write_one_shard(shard_path, files, sample_rate, pool, bar)
-                _atomic_json(record_path, record)
+                atomic_write_json(record_path, record)
                 tmp.replace(shard_path)  # the tar appears only when whole, after its record
             bar.hours += record["seconds"] / 3600
             records.append(record)
@@ -186,16 +187,10 @@ def _finish(out_dir, in_dir, records, skipped, sample_rate, max_seconds, samples
         "made_by": {"command": "audiolm-pl data shards", "input_dir": str(in_dir), "max_seconds": max_seconds,
                     "samples_per_shard": samples_per_shard, "format": FORMAT},
     }
-    _atomic_json(out_dir / "manifest.json", manifest)
+    atomic_write_json(out_dir / "manifest.json", manifest)
     report = {"skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)], "num_skipped": len(skipped)}
-    _atomic_json(out_dir / "report.json", report)
+    atomic_write_json(out_dir / "report.json", report)
     return ShardReport(out_dir, len(records), manifest["total_samples"], total_seconds / 3600, sorted(skipped))
-
-
-def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
 
 
 def add_command(data_commands) -> None:
