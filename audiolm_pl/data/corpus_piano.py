@@ -9,18 +9,17 @@ in `VAL_COMPOSERS` are held out for validation.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile
-from tqdm import tqdm
+
+from audiolm_pl.data.corpus_rounds import make_in_rounds, write_summary
 
 SAMPLE_RATE = 16000
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -102,33 +101,20 @@ def make_piano_corpus(out_dir: str | Path, hours: float, seed: int = 0, workers:
     soundfonts = [font for font in SOUNDFONTS if Path(font).exists()]
     if not soundfonts:
         raise FileNotFoundError(f"no soundfont at {SOUNDFONTS}: install fluid-soundfont-gm / timgm6mb-soundfont")
-    seconds, clips, failures = 0.0, 0, []
     paths = score_paths(seed)
     round_size = max(4, 2 * workers)
-    bar = tqdm(total=round(hours * 3600), desc=f"piano -> {out_dir}", unit="s audio", disable=not progress)
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
+
+    def rounds():
         for start in range(0, len(paths), round_size):
-            if seconds >= hours * 3600:
-                break
             jobs = []
             for index, path in enumerate(paths[start : start + round_size], start):
                 split = "val" if composer_of(path) in VAL_COMPOSERS else "train"
                 target = out_dir / split / composer_of(path) / f"{index:05d}-{path.stem.replace('.', '_')}.wav"
                 jobs.append((str(path), soundfonts[index % len(soundfonts)], str(target), clip_seconds))
-            for result in (pool.map(render_work, jobs) if pool else map(render_work, jobs)):
-                if isinstance(result, str):
-                    failures.append(result)
-                else:
-                    seconds, clips = seconds + result, clips + 1
-                    bar.update(round(result))
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    summary = {"clips": clips, "hours": round(seconds / 3600, 4), "failures": len(failures)}
-    (out_dir / "corpus.json").write_text(json.dumps({**summary, "failure_examples": failures[:20], "seed": seed}, indent=1))
-    return summary
+            yield jobs
+
+    tally = make_in_rounds(rounds(), render_work, hours * 3600, workers, f"piano -> {out_dir}", progress)
+    return write_summary(out_dir, tally, seed)
 
 
 def add_command(data_commands) -> None:

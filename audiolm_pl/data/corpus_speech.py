@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import soxr
-from tqdm import tqdm
-
+from audiolm_pl.data.corpus_rounds import make_in_rounds, write_summary
 from audiolm_pl.data.corpus_text import load_sentences
 from audiolm_pl.data.corpus_tts import Speaker, TTSFailure, require_engines, speakers, synthesize
 
@@ -68,34 +66,19 @@ def make_speech_corpus(out_dir: str | Path, hours: float, seed: int = 0, workers
     require_engines({speaker.engine for speaker in roster})
     sentences = load_sentences(seed)
     round_size = max(8, 4 * workers)
-    seconds, clips, failures = 0.0, 0, []
-    bar = tqdm(total=round(hours * 3600), desc=f"speech -> {out_dir}", unit="s audio", disable=not progress)
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
+
+    def rounds():
         for start in range(0, len(sentences), round_size):
-            if seconds >= hours * 3600:
-                break
             jobs = []
             for utterance in range(start, min(start + round_size, len(sentences))):
                 index = utterance % len(roster)
                 jobs.append((roster[index], sentences[utterance], str(clip_path(out_dir, index, roster[index], utterance))))
-            for result in (pool.map(make_clip, jobs) if pool else map(make_clip, jobs)):
-                if isinstance(result, str):
-                    failures.append(result)
-                    continue
-                seconds += result
-                clips += 1
-                bar.update(round(result))
-        else:
-            log.warning("ran out of sentences after %.2f h of speech", seconds / 3600)
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    summary = {"clips": clips, "hours": round(seconds / 3600, 4), "failures": len(failures),
-               "speakers": {"train": _count(out_dir / "train"), "val": _count(out_dir / "val")}}
-    (out_dir / "corpus.json").write_text(json.dumps({**summary, "failure_examples": failures[:20], "seed": seed}, indent=1))
-    return summary
+            yield jobs
+
+    tally = make_in_rounds(rounds(), make_clip, hours * 3600, workers, f"speech -> {out_dir}", progress)
+    if tally.exhausted:
+        log.warning("ran out of sentences after %.2f h of speech", tally.seconds / 3600)
+    return write_summary(out_dir, tally, seed, speakers={"train": _count(out_dir / "train"), "val": _count(out_dir / "val")})
 
 
 def _count(split_dir: Path) -> int:
