@@ -8,7 +8,7 @@ import soundfile
 import torch
 
 from audiolm_pl.codec import SoundStream, load_codec
-from audiolm_pl.codec.lightning import CodecRunConfig
+from audiolm_pl.codec.lightning import CodecRunConfig, check_dead_code_threshold
 from audiolm_pl.codec.metrics import CodebookUsage
 from audiolm_pl.config import CONF_DIR, load_config
 from audiolm_pl.training import load_stage_config, train_stage
@@ -56,6 +56,17 @@ def test_codebook_usage_and_perplexity():
     usage.update(torch.tensor([[[0, -1], [1, 2], [2, 2], [3, 2]]]))  # (B=1, T=4, Q=2); -1 = dropped
     assert usage.usage().tolist() == [1.0, 0.25]
     assert usage.perplexity()[0] == pytest.approx(4.0) and usage.perplexity()[1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "paper"])
+def test_dead_code_threshold_below_mean_count_per_code(size):
+    config = load_config(CodecRunConfig, CONF_DIR / "codec" / f"{size}.yaml")
+    check_dead_code_threshold(config)  # every shipped config keeps its codebooks settled on one device
+    config.data.batch_size = 1
+    config.model.quantizer.dead_code_threshold = 1.0
+    with pytest.raises(ValueError, match=r"model.quantizer.dead_code_threshold=1.0 .*data.batch_size=1"):
+        check_dead_code_threshold(config)
+    check_dead_code_threshold(config, world_size=10_000)  # codebooks sync over ranks: frames add up
 
 
 @pytest.fixture(scope="module")

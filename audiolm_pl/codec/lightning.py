@@ -9,6 +9,7 @@ STFT discriminator runs in fp32, and an EMA copy of the generator is what valida
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -69,6 +70,9 @@ class CodecModule(L.LightningModule):
     def discriminator_active(self) -> bool:
         return int(self.generator_steps) >= self.run_config.loss.discriminator_start
 
+    def on_fit_start(self) -> None:
+        check_dead_code_threshold(self.run_config, self.trainer.world_size)
+
     def training_step(self, batch: dict, batch_index: int) -> None:
         weights, wav = self.run_config.loss, batch["wav"]  # (B, T)
         opt_g, opt_d = self.optimizers()
@@ -123,6 +127,26 @@ class CodecModule(L.LightningModule):
         opt_g, sched_g = adamw_with_schedule(self.model.parameters(), o, total)
         opt_d, sched_d = adamw_with_schedule(self.discriminator.parameters(), o, total)
         return [opt_g, opt_d], [{"scheduler": sched_g, "interval": "step"}, {"scheduler": sched_d, "interval": "step"}]
+
+
+def check_dead_code_threshold(run_config: CodecRunConfig, world_size: int = 1) -> None:
+    """Refuse a dead-code threshold at or above the mean number of frames a code receives per
+    step: the EMA count of almost every code then sits below it, so the whole codebook is
+    re-seeded from the batch at every step and never settles (the codebook collapse of short
+    runs with large codebooks). Codebooks are synchronised over ranks, so frames add up."""
+    model, data = run_config.model, run_config.data
+    quantizer = model.quantizer
+    if quantizer.dead_code_threshold <= 0:
+        return
+    frames = data.batch_size * int(data.crop_seconds * model.sample_rate) // math.prod(model.strides) * world_size
+    mean_count = frames / quantizer.codebook_size
+    if quantizer.dead_code_threshold >= mean_count:
+        raise ValueError(
+            f"model.quantizer.dead_code_threshold={quantizer.dead_code_threshold} is not below the mean count a code "
+            f"receives per step ({mean_count:.3g} = {frames} frames (data.batch_size={data.batch_size} x "
+            f"data.crop_seconds={data.crop_seconds} x {world_size} rank(s)) / codebook_size={quantizer.codebook_size}): "
+            f"every code would be re-seeded at every step. Use a threshold well below {mean_count:.3g} "
+            f"(e.g. {mean_count / 8:.2g}), or larger batches or crops.")
 
 
 def build(run_config: CodecRunConfig) -> tuple[CodecModule, AudioDataModule]:
