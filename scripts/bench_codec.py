@@ -100,7 +100,9 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     monotone = all(result["by_quantizers"][a]["mel_distance"] > result["by_quantizers"][b]["mel_distance"]
                    for a, b in zip(sorted(result["by_quantizers"]), sorted(result["by_quantizers"])[1:]))
-    print(f"mel distance falls with every added quantizer: {monotone}; "
+    levels = sorted(result["by_quantizers"])
+    gain = result["by_quantizers"][levels[0]]["mel_distance"] - result["by_quantizers"][levels[-1]]["mel_distance"]
+    print(f"mel distance falls with every added quantizer: {monotone} (by {gain:.4f} from {levels[0]} to {levels[-1]}); "
           f"lowest codebook usage: {min(result['codebook_usage']):.2f}; skipped steps: {result['skipped_steps']}")
     if args.compare and args.compare.exists():
         print("reference:", args.compare.read_text())
