@@ -98,10 +98,9 @@ def main() -> None:
                    "generator_steps": int(raw["state_dict"]["generator_steps"]),
                    "skipped_steps": int(raw["state_dict"]["skipped_steps"]), "torch_threads": torch.get_num_threads()})
     print(json.dumps(result, indent=1))
-    monotone = all(result["by_quantizers"][a]["mel_distance"] > result["by_quantizers"][b]["mel_distance"]
-                   for a, b in zip(sorted(result["by_quantizers"]), sorted(result["by_quantizers"])[1:]))
+    mel = [result["by_quantizers"][n]["mel_distance"] for n in sorted(result["by_quantizers"])]
     levels = sorted(result["by_quantizers"])
-    gain = result["by_quantizers"][levels[0]]["mel_distance"] - result["by_quantizers"][levels[-1]]["mel_distance"]
+    monotone, gain = all(a > b for a, b in zip(mel, mel[1:])), mel[0] - mel[-1]
     print(f"mel distance falls with every added quantizer: {monotone} (by {gain:.4f} from {levels[0]} to {levels[-1]}); "
           f"lowest codebook usage: {min(result['codebook_usage']):.2f}; skipped steps: {result['skipped_steps']}")
     if args.compare and args.compare.exists():

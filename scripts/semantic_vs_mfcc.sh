@@ -4,6 +4,7 @@
 #   bash scripts/semantic_vs_mfcc.sh [OUT_DIR]      (default outputs/semantic_vs_mfcc; ~45 min, 2 CPU cores)
 # Every step is skipped when its output exists, so an interrupted run continues.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"   # .venv with audiolm_pl, like main.sh
 OUT="${1:-outputs/semantic_vs_mfcc}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 C="$OUT/corpus/speech"; S="$OUT/shards/speech"; R="$OUT/runs"
@@ -19,7 +20,8 @@ train() {  # HuBERT-style masked prediction of the MFCC targets, loss on masked 
     "data.train_shards=$S/train" "data.val_shards=$S/val" data.num_workers=1 "trainer.output_dir=$R" trainer.run_name=ssl \
     trainer.val_check_interval=500 trainer.max_time=00:01:00:00 "trainer.max_steps=$1"
 }
-train 3000; kmeans ssl3000_l1 --source "ssl:$R/ssl" --layer 1 --frame-rate 25 --seed 0
+[ -f "$OUT/ssl3000_l1.safetensors" ] || train 3000
+kmeans ssl3000_l1 --source "ssl:$R/ssl" --layer 1 --frame-rate 25 --seed 0
 train 6000  # resumes from last.ckpt: the cosine schedule is re-stretched over 6000 steps
 for seed in 0 1 2; do kmeans "ssl6000_l1_s$seed" --source "ssl:$R/ssl" --layer 1 --frame-rate 25 --seed "$seed"; done
 kmeans ssl6000_l2_s0 --source "ssl:$R/ssl" --layer 2 --frame-rate 25 --seed 0

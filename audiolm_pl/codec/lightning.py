@@ -3,7 +3,8 @@
 Guards against the known failure modes of open SoundStream training: the discriminator
 starts only after `loss.discriminator_start` generator steps, both optimisers clip their
 gradients, a non-finite loss skips the step (and is counted in `train/skipped_steps`), the
-STFT discriminator runs in fp32, and an EMA copy of the generator is what validation,
+STFT discriminator runs in fp32, a dead-code threshold that would re-seed the codebooks at
+every step is refused at fit start, and an EMA copy of the generator is what validation,
 `load_codec` and the tokenize job use.
 """
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import soxr
+
 from audiolm_pl.data.corpus_rounds import make_in_rounds, write_summary
 from audiolm_pl.data.corpus_text import load_sentences
 from audiolm_pl.data.corpus_tts import Speaker, TTSFailure, require_engines, speakers, synthesize
