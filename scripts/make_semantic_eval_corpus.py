@@ -6,7 +6,7 @@ every val speaker (cross-speaker consistency). Not part of the package: an exper
 """
 import io, json, random, subprocess, sys, tarfile, tempfile
 from pathlib import Path
-import numpy as np, soundfile, soxr
+import soundfile, soxr
 
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "data/semantic_eval/shards")
 rng = random.Random(0)

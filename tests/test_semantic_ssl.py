@@ -40,7 +40,8 @@ def tiny_corpus(tmp_path_factory):
     from audiolm_pl.semantic.corpus import iter_utterances
 
     root = tmp_path_factory.mktemp("ssl_corpus")
-    train, val = write_tiny_shards(root / "train"), write_tiny_shards(root / "val", speakers=(("v", 150.0),), per_speaker=2)
+    train = write_tiny_shards(root / "train")
+    write_tiny_shards(root / "val", speakers=(("v", 150.0),), per_speaker=2)
     wavs = [torch.from_numpy(u.wav) for u in iter_utterances(train)]
     mfcc = fit_tokenizer(FramePipeline(FeatureSource(kind="mel"), 50.0), wavs, KMeansConfig(num_clusters=20, batch_size=256, epochs=2))
     mfcc.save(root / "mfcc_v0.safetensors")
