@@ -10,6 +10,7 @@ import torch
 from audiolm_pl.codec import SoundStream, load_codec
 from audiolm_pl.codec.lightning import CodecRunConfig, check_dead_code_threshold
 from audiolm_pl.codec.metrics import CodebookUsage
+from audiolm_pl.codec.quantizer import QuantizerConfig, ResidualQuantizer
 from audiolm_pl.config import CONF_DIR, load_config
 from audiolm_pl.training import load_stage_config, train_stage
 
@@ -27,6 +28,10 @@ def test_encode_decode_shapes_and_frame_rate():
     assert codes.shape == (3, 51, 4) and codes.dtype == torch.int64
     assert codes.min() >= 0 and codes.max() < codec.codebook_size
     assert codec.decode(codes).shape == (3, 51 * 320)
+    latents = codec.encode_latents(wav)  # the unquantized path, the autoencoder's own ceiling
+    assert latents.shape == (3, 51, codec.config.latent_dim)
+    assert torch.equal(codec.decode(codes), codec.decode_latents(codec.quantizer.decode(codes)))
+    assert codec.decode_latents(latents).shape == (3, 51 * 320)
 
 
 def test_fewer_quantizers_decode_and_differ():
@@ -49,6 +54,20 @@ def test_encoder_and_decoder_are_causal():
     z = torch.randn(1, codec.config.latent_dim, 20, requires_grad=True)
     codec.decoder(z)[0, :320 * 5].sum().backward()  # samples of the first 5 frames
     assert torch.all(z.grad[0, :, 5:] == 0)
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
+def test_quantizer_dropout_probability_sets_share_of_steps_with_every_level(probability):
+    config = QuantizerConfig(num_quantizers=6, codebook_size=16, kmeans_init=False, dead_code_threshold=0.0,
+                             quantizer_dropout_probability=probability)
+    quantizer = ResidualQuantizer(8, config).train()
+    torch.manual_seed(0)
+    steps = 600
+    full = sum(bool((quantizer(torch.randn(2, 10, 8)).codes >= 0).all()) for _ in range(steps)) / steps
+    # a dropped step keeps all 6 levels with chance 1/6
+    assert full == pytest.approx(1 - probability + probability / 6, abs=0.06)
+    codes = quantizer.eval().encode(torch.randn(1, 10, 8))
+    assert quantizer.decode(codes[:, :, :2]).shape == (1, 10, 8)  # fewer levels still decode afterwards
 
 
 def test_codebook_usage_and_perplexity():

@@ -135,15 +135,23 @@ class SoundStream(AcousticCodec):
         return CodecOutput(wav_out, quantized.codes, quantized.commitment_loss)
 
     @torch.no_grad()
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, T) -> unquantized latents (B, ceil(T / hop), D)."""
+        return self.encoder(self._pad(wav)).transpose(1, 2)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, T_a, D), quantized or not -> wav (B, T_a * hop)."""
+        return self.decoder(latents.transpose(1, 2))
+
+    @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, T) -> codes (B, ceil(T / hop), Q) int64 (all levels)."""
-        latents = self.encoder(self._pad(wav)).transpose(1, 2)  # (B, T_a, D)
-        return self.quantizer.encode(latents)  # (B, T_a, Q)
+        return self.quantizer.encode(self.encode_latents(wav))  # (B, T_a, Q)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T_a, q) with q <= Q -> wav (B, T_a * hop); fewer levels = lower bitrate."""
         if codes.dim() != 3 or not 1 <= codes.shape[2] <= self.num_quantizers:
             raise ValueError(f"expected codes (B, T_a, q) with 1 <= q <= {self.num_quantizers}, got {tuple(codes.shape)}")
-        latents = self.quantizer.decode(codes)  # (B, T_a, D)
-        return self.decoder(latents.transpose(1, 2))  # (B, T_a * hop)
+        return self.decode_latents(self.quantizer.decode(codes))  # (B, T_a * hop)

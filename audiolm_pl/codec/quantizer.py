@@ -3,23 +3,26 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch.residual_vq import get_maybe_sync_seed
 
 
 @dataclass
 class QuantizerConfig:
     num_quantizers: int = 12  # Q
     codebook_size: int = 1024
-    codebook_dim: int = 0  # 0 = the latent dimension; smaller = factorised codes (projected in and out)
+    codebook_dim: int = 0  # 0 = the latent dimension; smaller = ONE projection to this many dims, shared by all levels
     kmeans_init: bool = True  # codebooks start as k-means centroids of the first batch
     kmeans_iters: int = 10
     ema_decay: float = 0.99  # codebooks follow an exponential moving average of their assignments
     dead_code_threshold: float = 2.0  # codes used less than this (EMA count) are re-seeded from the batch
     quantizer_dropout: bool = True  # train with a random number of levels so 1..Q all decode
+    quantizer_dropout_probability: float = 1.0  # share of steps that drop levels; the rest use all Q (DAC: 0.5)
     commitment_weight: float = 1.0
 
 
@@ -52,8 +55,14 @@ class ResidualQuantizer(nn.Module):
         if num_quantizers is not None and not self.training:
             codes = self.encode(latents)[:, :, :num_quantizers]  # (B, T_a, n)
             return QuantizerOutput(self.decode(codes), codes, latents.new_zeros(()))
-        with torch.autocast(latents.device.type, enabled=False):  # distances in fp32 under bf16
-            quantized, codes, losses = self.rvq(latents.float())
+        # one draw per step, the same on every rank (the codebooks' EMA statistics are all-reduced per level)
+        draw, enabled = random.Random(get_maybe_sync_seed(latents.device)), self.rvq.quantize_dropout
+        self.rvq.quantize_dropout = enabled and draw.random() < self.config.quantizer_dropout_probability  # this call only
+        try:
+            with torch.autocast(latents.device.type, enabled=False):  # distances in fp32 under bf16
+                quantized, codes, losses = self.rvq(latents.float(), rand_quantize_dropout_fixed_seed=draw.randrange(10_000))
+        finally:
+            self.rvq.quantize_dropout = enabled  # decoding fewer than Q levels requires it
         return QuantizerOutput(quantized.to(latents.dtype), codes, losses.sum())
 
     @torch.no_grad()
