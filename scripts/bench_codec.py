@@ -3,7 +3,8 @@
     python scripts/bench_codec.py --train-shards outputs/main/shards/speech/train \
         --val-shards outputs/main/shards/speech/val --config small --minutes 60 [--out bench.json] [--compare ref.json]
 
-Prints, for 3, 6 and Q quantizers: mel distance, SI-SDR, STOI, PESQ (wide band); codebook usage
+Prints, for 1, 3, 6 and Q quantizers and for the unquantized latents (the autoencoder's ceiling): mel
+distance, SI-SDR, STOI, PESQ (wide band) and the latent error left after quantization; codebook usage
 and perplexity per RVQ level; encode and decode real-time factors on this CPU; and whether any
 training step was skipped for a non-finite loss. With --checkpoint it only measures.
 """
@@ -19,6 +20,8 @@ import torch
 
 
 def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
+    """Quality at each number of quantizers in `levels` and without quantization (the autoencoder's
+    own ceiling), latent error left after each level, codebook health, and real-time factors."""
     import webdataset as wds
 
     from audiolm_pl.codec.losses import MultiScaleMelLoss
@@ -28,7 +31,8 @@ def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
 
     mel = MultiScaleMelLoss(codec.sample_rate)
     usage = CodebookUsage(codec.num_quantizers, codec.codebook_size)
-    sums = {n: {"mel_distance": 0.0, "si_sdr": 0.0, "stoi": 0.0, "pesq": 0.0} for n in levels}
+    rows = [*levels, "unquantized"]
+    sums = {n: {"mel_distance": 0.0, "si_sdr": 0.0, "stoi": 0.0, "pesq": 0.0, "latent_error": 0.0} for n in rows}
     seconds = encode_time = decode_time = 0.0
     samples = wds.tarfile_samples([{"url": url} for url in resolve_shards(val_shards)])
     count = 0
@@ -38,11 +42,14 @@ def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
         codes = codec.encode(wav)  # (1, T_a, Q)
         encode_time += time.perf_counter() - started
         usage.update(codes)
-        for n in levels:
+        latents = codec.encode_latents(wav)  # (1, T_a, D)
+        for n in rows:
             started = time.perf_counter()
-            recon = codec.decode(codes[:, :, :n])[:, : wav.shape[1]]  # (1, T)
+            quantized = latents if n == "unquantized" else codec.quantizer.decode(codes[:, :, :n])  # (1, T_a, D)
+            recon = codec.decode_latents(quantized)[:, : wav.shape[1]]  # (1, T)
             decode_time += (time.perf_counter() - started) if n == max(levels) else 0.0
             figures = {"mel_distance": float(mel(recon, wav)), "si_sdr": float(si_sdr(recon, wav)),
+                       "latent_error": float((latents - quantized).norm() / latents.norm()),
                        **optional_perceptual_metrics(recon, wav, codec.sample_rate)}
             for key, value in figures.items():
                 sums[n][key] += value
@@ -52,7 +59,7 @@ def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
             break
     return {
         "clips": count, "seconds": round(seconds, 1),
-        "by_quantizers": {n: {k: round(v / count, 4) for k, v in sums[n].items()} for n in levels},
+        "by_quantizers": {n: {k: round(v / count, 4) for k, v in sums[n].items()} for n in rows},
         "codebook_usage": [round(float(u), 3) for u in usage.usage()],
         "codebook_perplexity": [round(float(p), 1) for p in usage.perplexity()],
         "encode_rtf": round(encode_time / seconds, 4), "decode_rtf": round(decode_time / seconds, 4),
@@ -93,13 +100,13 @@ def main() -> None:
     codec = load_codec(checkpoint)
     raw = load_raw(checkpoint)  # weights-only; a run directory means its checkpoints/last.ckpt
     q = codec.num_quantizers
-    result = measure(codec, args.val_shards, args.clips, sorted({min(3, q), min(6, q), q}))
+    levels = sorted({1, min(3, q), min(6, q), q})
+    result = measure(codec, args.val_shards, args.clips, levels)
     result.update({"config": args.config, "train_minutes": round((time.time() - started) / 60, 1),
                    "generator_steps": int(raw["state_dict"]["generator_steps"]),
                    "skipped_steps": int(raw["state_dict"]["skipped_steps"]), "torch_threads": torch.get_num_threads()})
     print(json.dumps(result, indent=1))
-    mel = [result["by_quantizers"][n]["mel_distance"] for n in sorted(result["by_quantizers"])]
-    levels = sorted(result["by_quantizers"])
+    mel = [result["by_quantizers"][n]["mel_distance"] for n in levels]
     monotone, gain = all(a > b for a, b in zip(mel, mel[1:])), mel[0] - mel[-1]
     print(f"mel distance falls with every added quantizer: {monotone} (by {gain:.4f} from {levels[0]} to {levels[-1]}); "
           f"lowest codebook usage: {min(result['codebook_usage']):.2f}; skipped steps: {result['skipped_steps']}")
