@@ -39,10 +39,10 @@ def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
     for sample in samples:
         wav = torch.from_numpy(decode_audio(sample, codec.sample_rate))[None]  # (1, T)
         started = time.perf_counter()
-        codes = codec.encode(wav)  # (1, T_a, Q)
+        latents = codec.encode_latents(wav)  # (1, T_a, D)
+        codes = codec.quantizer.encode(latents)  # (1, T_a, Q); the two together are codec.encode
         encode_time += time.perf_counter() - started
         usage.update(codes)
-        latents = codec.encode_latents(wav)  # (1, T_a, D)
         for n in rows:
             started = time.perf_counter()
             quantized = latents if n == "unquantized" else codec.quantizer.decode(codes[:, :, :n])  # (1, T_a, D)
