@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the embedded corpus needs: TTS engines + voices, sentences, a synthesizer and
-# soundfonts. Idempotent and quick when everything is there (checks with dpkg first).
+# soundfonts, and real human speech (Asterisk's Italian and Russian G.722
+# prompts, CC-BY-SA-3.0). Idempotent and quick when everything is there (checks with dpkg first).
 set -euo pipefail
 PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
-          fluidsynth fluid-soundfont-gm timgm6mb-soundfont)
+          fluidsynth fluid-soundfont-gm timgm6mb-soundfont
+          asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

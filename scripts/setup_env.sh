@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine: Debian packages for the embedded corpus, then a virtual
-# environment in .venv with audiolm_pl installed (editable) and its test extras.
+# environment in .venv with audiolm_pl installed (editable) and its test extras
+# (which include the corpus, whisper, eval and metrics extras).
 # Idempotent: a second run only checks. Sourced by scripts/main.sh and scripts/test.sh.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,7 @@ STAMP="$VENV/.audiolm_pl-installed"
 if [ ! -f "$STAMP" ] || [ "$REPO/setup.cfg" -nt "$STAMP" ]; then
   echo "[setup] installing audiolm_pl and its dependencies into $VENV (torch==2.13.0 CPU build)"
   "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-  "$VENV/bin/python" -m pip install -q -e "$REPO[test,metrics]"
+  "$VENV/bin/python" -m pip install -q -e "$REPO[test]"
   touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
