@@ -5,6 +5,10 @@ the dataclass defaults, the YAML file(s) and dotted command-line overrides, and 
 instance of `Schema` (nested dataclasses all the way down). A key the dataclass does not
 have is an error that names the key, the file it came from and the keys that are valid
 there, so a typo never becomes a silent default.
+
+A schema whose class picks among variants (the codec: `model.kind` selects the model class)
+defines a classmethod `schema_for(raw: DictConfig) -> type`: it sees the merged layers before
+any checking and returns the concrete dataclass that they are then checked against.
 """
 
 from __future__ import annotations
@@ -79,26 +83,37 @@ def load_config(
     at:        {"trainer": "conf/trainer/cpu.yaml"}: a YAML merged under a sub-key.
     overrides: ["trainer.max_steps=100", "model.depth=4"], applied last.
     """
+    layers = _layers(sources, overrides, at)
+    if hasattr(schema_cls, "schema_for"):
+        raw = OmegaConf.merge(*(layer for layer, _ in layers)) if layers else OmegaConf.create()
+        schema_cls = schema_cls.schema_for(raw)
     schema = OmegaConf.structured(schema_cls)
     merged = schema
-    for source in sources:
-        if source is None:
-            continue
-        if isinstance(source, dict):
-            merged = _merge(schema, merged, OmegaConf.create(source), "config dict")
-            continue
-        merged = _merge(schema, merged, _load_yaml(source), str(source))
-    for key, path in (at or {}).items():
-        layer = OmegaConf.create({key: _load_yaml(path)})
-        merged = _merge(schema, merged, layer, str(path))
-    for override in overrides:
-        if "=" not in override:
-            raise ConfigError(f"override {override!r} must look like key.sub=value")
-        merged = _merge(schema, merged, OmegaConf.from_dotlist([override]), f"override {override!r}")
+    for layer, source in layers:
+        merged = _merge(schema, merged, layer, source)
     try:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(f"config for {schema_cls.__name__} is incomplete: {err}") from None
+
+
+def _layers(sources, overrides: Sequence[str], at: dict | None) -> list[tuple[DictConfig, str]]:
+    """Every layer to merge, in order, with the name an error message gives it."""
+    layers = []
+    for source in sources:
+        if source is None:
+            continue
+        if isinstance(source, dict):
+            layers.append((OmegaConf.create(source), "config dict"))
+        else:
+            layers.append((_load_yaml(source), str(source)))
+    for key, path in (at or {}).items():
+        layers.append((OmegaConf.create({key: _load_yaml(path)}), str(path)))
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} must look like key.sub=value")
+        layers.append((OmegaConf.from_dotlist([override]), f"override {override!r}"))
+    return layers
 
 
 def _load_yaml(path: str | Path) -> DictConfig:

@@ -1,4 +1,4 @@
-"""The one place that maps a stage name to the classes that build it.
+"""The one place that maps a stage name (and a codec kind) to the classes that build it.
 
 Entries are "module:attribute" strings, imported on first use so that `audiolm-pl --help`
 stays fast and a stage's heavy imports load only when that stage runs. Swapping a stage's
@@ -54,3 +54,37 @@ for _entry in (
     StageEntry("fine", "lm/fine", "audiolm_pl.lm.stages:FineRunConfig", "audiolm_pl.lm.stages:build_fine"),
 ):
     register(_entry)
+
+
+@dataclass(frozen=True)
+class CodecEntry:
+    """A codec class behind the `AcousticCodec` contract, chosen by `model.kind` in a codec config."""
+
+    kind: str
+    model_ref: str  # "module:AcousticCodecClass", built as Class(model config)
+    run_config_ref: str  # "module:RunConfigDataclass": training config whose `model` field is the model's config
+
+    def model_class(self) -> type:
+        return _resolve(self.model_ref)
+
+    def run_config_class(self) -> type:
+        return _resolve(self.run_config_ref)
+
+
+CODECS: dict[str, CodecEntry] = {
+    entry.kind: entry
+    for entry in (
+        # the paper's: causal time-domain convolutions + residual VQ, trained with discriminators (GPU scale)
+        CodecEntry("soundstream", "audiolm_pl.codec.model:SoundStream",
+                   "audiolm_pl.codec.lightning:SoundStreamRunConfig"),
+        # ConvNeXt at the frame rate + inverse STFT + residual FSQ: learns in CPU minutes
+        CodecEntry("frame", "audiolm_pl.codec.frame_model:FrameCodec",
+                   "audiolm_pl.codec.lightning:FrameCodecRunConfig"),
+    )
+}
+
+
+def get_codec(kind: str) -> CodecEntry:
+    if kind not in CODECS:
+        raise ValueError(f"unknown codec kind {kind!r} (model.kind); known kinds: {sorted(CODECS)}")
+    return CODECS[kind]

@@ -93,7 +93,7 @@ def require_same_spec(
 
 
 class AcousticCodec(nn.Module, abc.ABC):
-    """Waveform <-> residual-VQ codes. Implemented by the codec stage (SoundStream)."""
+    """Waveform <-> residual codes (B, T_a, Q). Implemented by the codec stage (`registry.CODECS`)."""
 
     @property
     @abc.abstractmethod

@@ -1,4 +1,5 @@
-"""Codec: shapes, frame rate, causality, lower bitrates, training with logs, checkpoints, CLI."""
+"""Codec (SoundStream; the frame codec has tests/test_frame_codec.py): shapes, frame rate, causality,
+lower bitrates, training with logs, checkpoints, CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from audiolm_pl.training import load_stage_config, train_stage
 
 def tiny_codec() -> SoundStream:
     torch.manual_seed(0)
-    return SoundStream(load_config(CodecRunConfig, CONF_DIR / "codec" / "tiny.yaml").model)
+    return SoundStream(load_config(CodecRunConfig, CONF_DIR / "codec" / "soundstream_tiny.yaml").model)
 
 
 def test_encode_decode_shapes_and_frame_rate():
@@ -77,7 +78,7 @@ def test_codebook_usage_and_perplexity():
     assert usage.perplexity()[0] == pytest.approx(4.0) and usage.perplexity()[1] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("size", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("size", ["soundstream_tiny", "soundstream_small", "paper"])
 def test_dead_code_threshold_below_mean_count_per_code(size):
     config = load_config(CodecRunConfig, CONF_DIR / "codec" / f"{size}.yaml")
     check_dead_code_threshold(config)  # every shipped config keeps its codebooks settled on one device
@@ -91,7 +92,7 @@ def test_dead_code_threshold_below_mean_count_per_code(size):
 @pytest.fixture(scope="module")
 def trained_codec(audio_shards, tmp_path_factory):
     run = tmp_path_factory.mktemp("codec_run")
-    config = load_stage_config("codec", "tiny", "cpu", [
+    config = load_stage_config("codec", "soundstream_tiny", "cpu", [
         f"data.train_shards={audio_shards.train}", f"data.val_shards={audio_shards.val}", "trainer.max_steps=8",
         "trainer.val_check_interval=4", f"trainer.output_dir={run}", "trainer.run_name=codec", "loss.discriminator_start=2",
         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",

@@ -1,4 +1,6 @@
-"""The codec stage: SoundStream with residual VQ (acoustic tokens at 50 Hz)."""
+"""The codec stage: acoustic tokens at 50 Hz. Two classes behind one `AcousticCodec` contract, chosen
+by `model.kind` in the config (`registry.CODECS`): SoundStream (the paper's, time-domain, GAN) and a
+frame-domain codec (ConvNeXt at the frame rate + inverse STFT + residual FSQ) that learns on a CPU."""
 
 from __future__ import annotations
 
@@ -6,23 +8,27 @@ from pathlib import Path
 
 import torch
 
+from audiolm_pl.codec.frame_model import FrameCodec, FrameCodecConfig
+from audiolm_pl.codec.fsq import FSQConfig
 from audiolm_pl.codec.model import CodecOutput, SoundStream, SoundStreamConfig
 from audiolm_pl.codec.quantizer import QuantizerConfig
+from audiolm_pl.tokens import AcousticCodec
 
-__all__ = ["CodecOutput", "QuantizerConfig", "SoundStream", "SoundStreamConfig", "load_codec"]
+__all__ = ["CodecOutput", "FSQConfig", "FrameCodec", "FrameCodecConfig", "QuantizerConfig", "SoundStream",
+           "SoundStreamConfig", "load_codec"]
 
 
-def load_codec(path: str | Path, device: str | torch.device = "cpu") -> SoundStream:
-    """A codec checkpoint (or run directory) -> SoundStream in eval mode, with the EMA generator
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> AcousticCodec:
+    """A codec checkpoint (or run directory) -> its codec class in eval mode, with the EMA generator
     weights when the checkpoint has them. Weights-only loading: no code runs from the file."""
     from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_state_dict
-    from audiolm_pl.codec.lightning import CodecRunConfig
+    from audiolm_pl.codec.lightning import CodecRunConfig, build_codec
     from audiolm_pl.config import from_dict
     from audiolm_pl.tokens import require_same_spec
 
     checkpoint = load_stage_checkpoint(path, expected_stage="codec")
     run_config = from_dict(CodecRunConfig, checkpoint.config)
-    codec = SoundStream(run_config.model)
+    codec = build_codec(run_config.model)
     weights = sub_state_dict(checkpoint.state_dict, "ema_model.module") or sub_state_dict(checkpoint.state_dict, "model")
     missing, unexpected = codec.load_state_dict(weights, strict=False)
     if missing or unexpected:

@@ -1,4 +1,5 @@
-"""Training the codec: GAN training of SoundStream with manual optimisation (two optimisers).
+"""Training a codec (any class of `registry.CODECS`): reconstruction losses, then optionally GAN
+training with manual optimisation (two optimisers).
 
 Guards against the known failure modes of open SoundStream training: the discriminator
 starts only after `loss.discriminator_start` generator steps, both optimisers clip their
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from audiolm_pl.codec.discriminators import DiscriminatorConfig, Discriminators
-from audiolm_pl.codec.losses import MultiScaleMelLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss
-from audiolm_pl.codec.model import SoundStream, SoundStreamConfig
+from audiolm_pl.codec.frame_model import FrameCodecConfig
+from audiolm_pl.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,
+                                     feature_matching_loss, generator_hinge_loss)
+from audiolm_pl.codec.model import SoundStreamConfig
 from audiolm_pl.codec.validation import CodecValidation
 from audiolm_pl.config import to_dict
 from audiolm_pl.data.datamodule import AudioDataConfig, AudioDataModule
+from audiolm_pl.tokens import AcousticCodec
 from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule
 
 
@@ -31,7 +36,11 @@ class CodecLossConfig:
     """Weights as in DAC (a stable open recipe); the paper uses adv 1, feature 100, rec 1 on other scales."""
 
     mel: float = 15.0
-    adversarial: float = 1.0
+    mel_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])  # STFT windows of the mel loss
+    stft: float = 0.0  # multi-resolution STFT: log-magnitude L1 + spectral convergence
+    complex_stft: float = 0.0  # multi-resolution STFT of compressed complex values: phase errors count
+    stft_sizes: list[int] = field(default_factory=lambda: [320, 640, 1280])  # windows of both STFT losses
+    adversarial: float = 1.0  # adversarial and feature_matching both 0: no discriminator at all
     feature_matching: float = 2.0
     commitment: float = 0.25
     discriminator_start: int = 1000  # generator steps trained on reconstruction alone
@@ -41,7 +50,10 @@ class CodecLossConfig:
 
 @dataclass
 class CodecRunConfig:
-    model: SoundStreamConfig = field(default_factory=SoundStreamConfig)
+    """What every codec class trains with; `model` is the class's own config, chosen by `model.kind`
+    (`registry.CODECS`): loading a codec YAML or checkpoint gives the matching subclass below."""
+
+    model: Any = None
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: CodecLossConfig = field(default_factory=CodecLossConfig)
     data: AudioDataConfig = field(default_factory=AudioDataConfig)
@@ -49,18 +61,46 @@ class CodecRunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     validation_quantizers: list[int] = field(default_factory=list)  # levels to evaluate; [] = 1, Q/4, Q/2, Q
 
+    @classmethod
+    def schema_for(cls, raw) -> type:
+        """The run config of the codec class that `model.kind` names (SoundStream when absent)."""
+        from omegaconf import OmegaConf
+
+        from audiolm_pl.registry import get_codec
+
+        return get_codec(OmegaConf.select(raw, "model.kind", default="soundstream")).run_config_class()
+
+
+@dataclass
+class SoundStreamRunConfig(CodecRunConfig):
+    model: SoundStreamConfig = field(default_factory=SoundStreamConfig)
+
+
+@dataclass
+class FrameCodecRunConfig(CodecRunConfig):
+    model: FrameCodecConfig = field(default_factory=FrameCodecConfig)
+
+
+def build_codec(model_config) -> AcousticCodec:
+    """A codec model config (`SoundStreamConfig`, `FrameCodecConfig`, ...) -> its codec, by `kind`."""
+    from audiolm_pl.registry import get_codec
+
+    return get_codec(model_config.kind).model_class()(model_config)
+
 
 class CodecModule(L.LightningModule):
     def __init__(self, run_config: CodecRunConfig):
         super().__init__()
         self.run_config = run_config
         self.automatic_optimization = False
-        self.model = SoundStream(run_config.model)
+        self.model = build_codec(run_config.model)
         self.discriminator = Discriminators(run_config.discriminator)
         # parameters only: codebooks are buffers (EMA-updated and re-seeded by the quantizer itself),
         # copied from the live model after each update rather than blended
         self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(run_config.loss.ema_decay), use_buffers=False)
-        self.mel_loss = MultiScaleMelLoss(run_config.model.sample_rate)
+        self.mel_loss = MultiScaleMelLoss(run_config.model.sample_rate, run_config.loss.mel_sizes)
+        self.mel_distance = MultiScaleMelLoss(run_config.model.sample_rate)  # the metric: the same windows for every config
+        self.stft_loss = MultiResolutionSTFTLoss(run_config.loss.stft_sizes)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.validation = CodecValidation(self)
@@ -69,7 +109,9 @@ class CodecModule(L.LightningModule):
 
     @property
     def discriminator_active(self) -> bool:
-        return int(self.generator_steps) >= self.run_config.loss.discriminator_start
+        weights = self.run_config.loss
+        uses_gan = weights.adversarial > 0 or weights.feature_matching > 0
+        return uses_gan and int(self.generator_steps) >= weights.discriminator_start
 
     def on_fit_start(self) -> None:
         check_dead_code_threshold(self.run_config, self.trainer.world_size)
@@ -87,6 +129,10 @@ class CodecModule(L.LightningModule):
         mel = self.mel_loss(out.wav, wav)
         loss_g = weights.mel * mel + weights.commitment * out.commitment_loss
         logs.update({"train/mel": mel.detach(), "train/commitment": out.commitment_loss.detach()})
+        if weights.stft or weights.complex_stft:
+            stft = self.stft_loss(out.wav, wav)
+            loss_g = loss_g + weights.stft * stft.magnitude + weights.complex_stft * stft.complex
+            logs.update({"train/stft": stft.magnitude.detach(), "train/complex_stft": stft.complex.detach()})
         if self.discriminator_active:
             real, fake = self.discriminator(wav), self.discriminator(out.wav)
             adversarial, features = generator_hinge_loss(fake), feature_matching_loss(real, fake)
@@ -137,7 +183,7 @@ def check_dead_code_threshold(run_config: CodecRunConfig, world_size: int = 1) -
     runs with large codebooks). Codebooks are synchronised over ranks, so frames add up."""
     model, data = run_config.model, run_config.data
     quantizer = model.quantizer
-    if quantizer.dead_code_threshold <= 0:
+    if getattr(quantizer, "dead_code_threshold", 0) <= 0:  # FSQ has no codebook to re-seed
         return
     frames = data.batch_size * int(data.crop_seconds * model.sample_rate) // math.prod(model.strides) * world_size
     mean_count = frames / quantizer.codebook_size

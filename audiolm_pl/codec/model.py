@@ -22,6 +22,7 @@ from audiolm_pl.tokens import AcousticCodec
 
 @dataclass
 class SoundStreamConfig:
+    kind: str = "soundstream"  # the codec registry key (audiolm_pl/registry.py CODECS)
     sample_rate: int = 16000
     channels: int = 32  # width of the first encoder layer (paper C = 32)
     strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])

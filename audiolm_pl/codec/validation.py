@@ -35,7 +35,7 @@ class CodecValidation:
         self.usage.update(codes)
         for n in self.levels:
             recon = codec.decode(codes[:, :, :n])[:, : wav.shape[1]]  # (B, T)
-            self.sums[f"val/mel_distance_q{n}"] += float(module.mel_loss(recon, wav))
+            self.sums[f"val/mel_distance_q{n}"] += float(module.mel_distance(recon, wav))
             self.sums[f"val/si_sdr_q{n}"] += float(si_sdr(recon, wav))
             if batch_index == 0:
                 for name, value in optional_perceptual_metrics(recon, wav, codec.sample_rate).items():
