@@ -111,15 +111,16 @@ class TokenizeModule(L.LightningModule):
         if batch["wav"].numel() == 0:
             return []
         wav = batch["wav"].to(self.device)  # (B, T_max)
-        codes = self.codec.encode(wav).cpu()  # (B, T_a, Q)
         ids = self.tokenizer.encode(wav).cpu()  # (B, T_s)
         a_rate, s_rate, sr = self.codec.frame_rate, self.tokenizer.frame_rate, self.codec.sample_rate
         clips = []
         for row, length in enumerate(batch["lengths"].tolist()):
+            # each clip at its own length: a non-causal codec (the frame codec) would read the batch padding
+            codes = self.codec.encode(wav[row : row + 1, :length]).cpu()[0]  # (T_a', Q)
             # padding follows the clip, so the first floor(length * rate / sr) frames are the clip's own
             clips.append({
                 "semantic": ids[row, : int(length * s_rate // sr)].numpy(),  # (T_s,)
-                "acoustic": codes[row, : int(length * a_rate // sr)].numpy(),  # (T_a, Q)
+                "acoustic": codes[: int(length * a_rate // sr)].numpy(),  # (T_a, Q)
                 "seconds": length / sr,
             })
         return clips
