@@ -29,6 +29,7 @@ class StageCheckpoint:
     token_specs: dict[str, TokenSpec]  # what the stage produces / consumes, by role
     state_dict: dict[str, torch.Tensor]  # the LightningModule's state dict
     global_step: int
+    layout: dict | None = None  # LM stages: how tokens were laid out (`layout.to_dict()`)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -71,6 +72,7 @@ def load_stage_checkpoint(path: str | Path, expected_stage: str | None = None) -
         token_specs=specs,
         state_dict=raw["state_dict"],
         global_step=int(raw.get("global_step", 0)),
+        layout=hparams.get("layout"),
     )
 
 

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from audiolm_pl.config import load_config
 from audiolm_pl.lm import LoadedLM, SamplingConfig, generate_coarse, generate_fine, generate_semantic, load_lm
+from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import dedup_consecutive
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch
 
@@ -98,6 +100,10 @@ class AudioLM(nn.Module):
             lm.require_specs("semantic", semantic_spec, self.names["semantic_tokenizer"])
         for lm in (self.coarse_lm, self.fine_lm):
             lm.require_specs("acoustic", acoustic_spec, self.names["codec"])
+        if isinstance(self.coarse_lm.layout, InterleavedLayout) and self.semantic_lm.layout.dedup:
+            raise TokenSpecMismatch(
+                f"coarse LM ({self.coarse_lm.path}) reads semantic ids at their time (layout=interleaved); "
+                f"semantic LM ({self.semantic_lm.path}) generates deduplicated ids, which have lost it (train it with dedup=false)")
         coarse_levels, fine_context = self.coarse_lm.layout.num_coarse, self.fine_lm.layout.num_coarse
         if coarse_levels != fine_context:
             raise TokenSpecMismatch(
@@ -124,7 +130,7 @@ class AudioLM(nn.Module):
         codes_prompt = self.codec.encode(prompt)  # (B, T_ap, Q)
         semantic = self._continue_semantic(semantic_prompt, seconds, generator)  # (B, T_s)
         total_frames = codes_prompt.shape[1] + math.ceil(seconds * self.codec.frame_rate)
-        codes = self._acoustics(semantic, codes_prompt, total_frames, generator)  # (B, T_a, Q)
+        codes = self._acoustics(semantic, codes_prompt, total_frames, generator, semantic_prompt.shape[1])  # (B, T_a, Q)
         wav = self.codec.decode(codes)[:, : round(total_frames * self.codec.token_spec.samples_per_frame)]  # (B, T)
         wav[:, : prompt.shape[1]] = prompt  # the prompt itself, not its codec reconstruction
         return GenerationResult(wav, semantic, codes, prompt.shape[1])
@@ -167,33 +173,50 @@ class AudioLM(nn.Module):
         new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.sampling.semantic, generator=generator)
         return torch.cat([semantic_prompt, new.to(semantic_prompt.device)], dim=1)  # (B, T_sp + count)
 
-    def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator) -> torch.Tensor:
-        """semantic (B, T_s) + optional prompt codes (B, T_p, Q) -> all codes (B, frames, Q)."""
+    def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator,
+                   prompt_ids: int = 0) -> torch.Tensor:
+        """semantic (B, T_s), the first `prompt_ids` of them the prompt's, + optional prompt codes (B, T_p, Q)
+        -> all codes (B, frames, Q)."""
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
-        coarse = self._coarse_in_windows(semantic, coarse_prompt, frames, generator)  # (B, frames, Q')
+        if isinstance(self.coarse_lm.layout, InterleavedLayout):  # any length in one pass: the KV cache slides
+            coarse = generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.sampling.coarse,
+                                     num_frames=frames, generator=generator)  # (B, frames, Q')
+        else:
+            coarse = self._coarse_in_windows(semantic, coarse_prompt, frames, generator, prompt_ids)  # (B, frames, Q')
         fine_prompt = None if codes_prompt is None else codes_prompt[:, :, num_coarse:]  # (B, T_p, Q - Q')
         fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.sampling.fine, generator=generator)  # (B, frames, Q - Q')
         return torch.cat([coarse, fine], dim=2)  # (B, frames, Q)
 
-    def _coarse_in_windows(self, semantic: torch.Tensor, coarse_prompt: Optional[torch.Tensor], frames: int,
-                           generator) -> torch.Tensor:
-        """Coarse codes (B, frames, Q') in windows of the trained crop, so any length can be made.
+    def _semantic_times(self, num_ids: int, prompt_ids: int, frames: int) -> np.ndarray:
+        """The acoustic frame at which each of `num_ids` semantic ids starts (num_ids,): the prompt's ids are
+        raw (frame_rate apart, 2 frames each at 25 / 50 Hz); the generated ones, deduplicated by a dedup LM,
+        have lost their timing and are spread evenly over the frames that are left."""
+        per_id = self.codec.frame_rate / self.semantic_tokenizer.frame_rate
+        prompt_end = min(frames, round(prompt_ids * per_id))
+        generated = num_ids - prompt_ids
+        spread = prompt_end + np.arange(generated) * (frames - prompt_end) / max(1, generated)
+        return np.concatenate([np.arange(prompt_ids) * per_id, spread])
 
-        Each window re-states the semantic ids of its time span (ids are spread evenly over
-        the output, as deduplication removes their timing) and the previous half window's
-        coarse frames as the prompt; it adds the other half.
+    def _coarse_in_windows(self, semantic: torch.Tensor, coarse_prompt: Optional[torch.Tensor], frames: int,
+                           generator, prompt_ids: int = 0) -> torch.Tensor:
+        """Prefix layout: coarse codes (B, frames, Q') in windows of the trained crop, so any length can be made.
+
+        Each window re-states the semantic ids of its time span (`_semantic_times`) and the previous
+        half window's coarse frames as the prompt; it adds the other half.
         """
         window = max(2, int(self.coarse_lm.chunk_seconds * self.codec.frame_rate))
         known = 0 if coarse_prompt is None else coarse_prompt.shape[1]
         if frames <= window:
             return generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.sampling.coarse,
                                    num_frames=frames, generator=generator)  # (B, frames, Q')
+        times = self._semantic_times(semantic.shape[1], prompt_ids, frames)  # (T_s,)
         coarse = coarse_prompt  # (B, known, Q') or None
         while known < frames:
             start = max(0, known - window // 2)
             end = min(frames, start + window)
-            ids = semantic[:, start * semantic.shape[1] // frames : -(-end * semantic.shape[1] // frames)]  # (B, n)
+            inside = np.flatnonzero((times >= start) & (times < end))
+            ids = semantic[:, inside.min() : inside.max() + 1] if len(inside) else semantic[:, -1:]  # (B, n)
             prompt = None if coarse is None or known == 0 else coarse[:, start:known]  # (B, known - start, Q')
             piece = generate_coarse(self.coarse_lm, ids, prompt, self.sampling.coarse,
                                     num_frames=end - start, generator=generator)  # (B, end - start, Q')

@@ -20,6 +20,8 @@ import torch
 
 from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_state_dict
 from audiolm_pl.config import from_dict
+from audiolm_pl.lm.interleaved import InterleavedLayout
+from audiolm_pl.lm.layouts import layout_from_dict
 from audiolm_pl.lm.sampling import SamplingConfig, generate
 from audiolm_pl.lm.stages import RUN_CONFIGS, make_layout
 from audiolm_pl.lm.transformer import TransformerLM
@@ -47,7 +49,9 @@ def load_lm(path: str | Path, expected_stage: Optional[str] = None, device: str 
     if checkpoint.stage not in RUN_CONFIGS:
         raise CheckpointError(f"{checkpoint.path} is a {checkpoint.stage!r} checkpoint, not an LM stage {sorted(RUN_CONFIGS)}")
     run_config = from_dict(RUN_CONFIGS[checkpoint.stage], checkpoint.config)
-    layout = make_layout(checkpoint.stage, run_config, checkpoint.token_specs)
+    # the layout the stage was trained with, as stored; checkpoints from before it was stored rebuild it
+    layout = (layout_from_dict(checkpoint.layout) if checkpoint.layout
+              else make_layout(checkpoint.stage, run_config, checkpoint.token_specs))
     model = TransformerLM(run_config.model, layout.vocab_size)
     model.load_state_dict(sub_state_dict(checkpoint.state_dict, "model"))
     return LoadedLM(checkpoint.stage, model.eval().to(device), layout, checkpoint.token_specs,
@@ -82,6 +86,42 @@ def generate_semantic(lm: LoadedLM, prompt_ids: Optional[torch.Tensor], num_toke
     return _generate_rows(lm, prefixes, num_tokens, lm.layout.allowed, sampling, **options)
 
 
+def _generate_blocks(lm: LoadedLM, conditions: torch.Tensor, known: Optional[torch.Tensor], sampling, **options) -> torch.Tensor:
+    """Frame-synchronous layouts: conditions (B, n, c) and the first P blocks' targets (B, P, t) (ids)
+    -> every block's targets (B, n, t), the given ones first."""
+    layout, batch = lm.layout, conditions.shape[0]
+    known = conditions.new_zeros(batch, 0, len(layout.target_levels)) if known is None else known
+    prefixes = [layout.prompt(c, k) for c, k in zip(_numpy_rows(conditions, batch), _numpy_rows(known, batch))]
+    remaining = conditions.shape[1] - known.shape[1]
+    if remaining <= 0:
+        return known
+    allowed = layout.step_rule(conditions, known.shape[1])
+    new = _generate_rows(lm, prefixes, remaining * layout.block_size, allowed, sampling, **options)  # (B, m * (c + t))
+    return torch.cat([known.to(new.device), layout.generated_targets(new)], dim=1)  # (B, n, t)
+
+
+def _as_ids(codes: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
+    """codes (B, T, q) -> vocabulary ids (B, T, q) with one offset per level."""
+    return codes.long() + torch.from_numpy(offsets).to(codes.device)
+
+
+def _generate_coarse_interleaved(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse, total: int,
+                                 sampling, **options) -> torch.Tensor:
+    layout = lm.layout
+    per_id = layout.frames_per_id
+    blocks = -(-total // per_id)  # semantic ids needed to cover `total` frames
+    if semantic_ids.shape[1] < blocks:
+        raise ValueError(f"{total} coarse frames need {blocks} semantic ids; got {semantic_ids.shape[1]}")
+    conditions = semantic_ids[:, :blocks, None].long()  # (B, n, 1): semantic ids are their own vocabulary ids
+    known = None
+    if prompt_coarse is not None:  # whole blocks only; a prompt frame left over is generated again
+        prompt = prompt_coarse[:, : prompt_coarse.shape[1] // per_id * per_id, : layout.num_coarse]  # (B, P * r, Q')
+        offsets = layout.acoustic_base + layout.codebook_size * np.arange(layout.num_coarse)  # (Q',)
+        known = _as_ids(prompt, offsets).reshape(prompt.shape[0], -1, per_id * layout.num_coarse)  # (B, P, r * Q')
+    targets = _generate_blocks(lm, conditions.to(semantic_ids.device), known, sampling, **options)  # (B, n, r * Q')
+    return layout.codes(targets)[:, :total]  # (B, total, Q')
+
+
 def generate_coarse(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse: Optional[torch.Tensor] = None,
                     sampling: Optional[SamplingConfig] = None, num_frames: Optional[int] = None, **options) -> torch.Tensor:
     """semantic_ids (B, T_s) (not deduplicated), prompt_coarse (B, T_p, Q') or None
@@ -92,6 +132,8 @@ def generate_coarse(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse: Opt
     prompt_frames = 0 if prompt_coarse is None else prompt_coarse.shape[1]
     if prompt_frames > total:
         raise ValueError(f"prompt_coarse has {prompt_frames} frames; only {total} are to be generated")
+    if isinstance(layout, InterleavedLayout):
+        return _generate_coarse_interleaved(lm, semantic_ids, prompt_coarse, total, sampling, **options)
     prompts = _numpy_rows(prompt_coarse, semantic_ids.shape[0])
     prefixes = [layout.prefix(s, p) for s, p in zip(_numpy_rows(semantic_ids, semantic_ids.shape[0]), prompts)]
     masks = [layout.allowed_level(level) for level in range(layout.num_coarse)]
@@ -107,11 +149,16 @@ def generate_fine(lm: LoadedLM, coarse_codes: torch.Tensor, prompt_fine: Optiona
                   sampling: Optional[SamplingConfig] = None, **options) -> torch.Tensor:
     """coarse_codes (B, T, Q'), prompt_fine (B, T_p, Q - Q') or None -> fine codes (B, T, Q - Q').
 
-    Generated on non-overlapping chunks of `lm.chunk_seconds` (3 s in the paper); the prompt's
-    fine frames are kept and given as context inside the chunk(s) they fall in.
+    With the paper's layout: generated on non-overlapping chunks of `lm.chunk_seconds` (3 s in the
+    paper); the prompt's fine frames are kept and given as context inside the chunk(s) they fall in.
+    With the interleaved layout: one pass, the KV cache sliding past the trained context.
     """
     _require_stage(lm, "fine")
     layout = lm.layout
+    if isinstance(layout, InterleavedLayout):  # one pass over any length: the KV cache slides
+        conditions = _as_ids(coarse_codes[:, :, : layout.num_coarse], layout.codebook_size * np.arange(layout.num_coarse))
+        known = None if prompt_fine is None else _as_ids(prompt_fine, layout.codebook_size * layout.target_levels)
+        return layout.codes(_generate_blocks(lm, conditions, known, sampling, **options))  # (B, T, Q - Q')
     chunk = max(1, int(lm.chunk_seconds * lm.token_specs["acoustic"].frame_rate))
     batch, frames = coarse_codes.shape[:2]
     known = 0 if prompt_fine is None else prompt_fine.shape[1]

@@ -200,8 +200,12 @@ LAYOUTS = {"semantic": SemanticLayout, "coarse": CoarseLayout, "fine": FineLayou
 
 def layout_from_dict(values: dict):
     """Inverse of `layout.to_dict()` (as stored in an LM checkpoint)."""
+    from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
+
     values = dict(values)
-    stage = values.pop("stage", None)
-    if stage not in LAYOUTS:
-        raise ValueError(f"layout dict has stage {stage!r}; expected one of {sorted(LAYOUTS)}")
-    return LAYOUTS[stage](**values)
+    stage, order = values.pop("stage", None), values.pop("order", "prefix")
+    classes = {("coarse", "interleaved"): InterleavedCoarseLayout, ("fine", "interleaved"): InterleavedFineLayout,
+               **{(name, "prefix"): cls for name, cls in LAYOUTS.items()}}
+    if (stage, order) not in classes:
+        raise ValueError(f"layout dict has stage {stage!r} and order {order!r}; expected one of {sorted(classes)}")
+    return classes[stage, order](**values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
 from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from audiolm_pl.lm.lightning_module import TokenLMModule
 from audiolm_pl.lm.sampling import SamplingConfig
@@ -37,7 +38,9 @@ class CoarseRunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
     num_coarse: int = 4  # Q': RVQ levels modelled by this stage
-    dedup_semantic: bool = True  # deduplicate the semantic prefix (paper)
+    dedup_semantic: bool = True  # deduplicate the semantic prefix (paper; the prefix layout only)
+    layout: str = "prefix"  # "prefix": all semantic ids, then the codes (paper) | "interleaved": frame-synchronous
+    lookahead: int = 2  # interleaved: semantic ids of look-ahead
 
 
 @dataclass
@@ -48,6 +51,8 @@ class FineRunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
     num_coarse: int = 4  # Q': levels given as context; the codec's levels Q'..Q-1 are generated
+    layout: str = "prefix"  # "prefix": coarse codes, then fine codes per chunk (paper) | "interleaved"
+    lookahead: int = 2  # interleaved: frames of coarse look-ahead
 
 
 def longest_sequence(layout, specs: dict[str, TokenSpec], crop_seconds: float) -> int:
@@ -56,6 +61,10 @@ def longest_sequence(layout, specs: dict[str, TokenSpec], crop_seconds: float) -
     acoustic = round(semantic * specs["acoustic"].frame_rate / specs["semantic"].frame_rate)
     if isinstance(layout, SemanticLayout):
         return 1 + semantic
+    if isinstance(layout, InterleavedCoarseLayout):
+        return layout.lookahead + semantic * layout.block_size
+    if isinstance(layout, InterleavedFineLayout):
+        return layout.lookahead * layout.num_coarse + acoustic * layout.block_size
     if isinstance(layout, CoarseLayout):
         return semantic + 1 + acoustic * layout.num_coarse
     return acoustic * layout.num_quantizers + 1
@@ -78,14 +87,35 @@ def _check_coarse(stage: str, num_coarse: int, acoustic: TokenSpec) -> None:
         )
 
 
+def _frames_per_id(specs: dict[str, TokenSpec]) -> int:
+    ratio = specs["acoustic"].frame_rate / specs["semantic"].frame_rate
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise ValueError(f"layout=interleaved needs a whole number of acoustic frames per semantic id; "
+                         f"{specs['acoustic'].frame_rate:g} Hz / {specs['semantic'].frame_rate:g} Hz = {ratio:g}")
+    return int(round(ratio))
+
+
 def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
-    """The token layout of `stage` for shards with these specs (also used by `load_lm`)."""
+    """The token layout of `stage` for shards with these specs (used when a stage is built)."""
     semantic, acoustic = specs["semantic"], specs["acoustic"]
     if stage == "semantic":
         return SemanticLayout(semantic.vocab_size, run_config.dedup)
     _check_coarse(stage, run_config.num_coarse, acoustic)
+    if run_config.layout not in ("prefix", "interleaved"):
+        raise ValueError(f"{stage} LM: layout must be 'prefix' or 'interleaved', got {run_config.layout!r}")
+    interleaved = run_config.layout == "interleaved"
+    if interleaved and run_config.lookahead < 1:  # the look-ahead head is also what generation starts from
+        raise ValueError(f"{stage} LM: layout=interleaved needs lookahead >= 1, got {run_config.lookahead}")
+    if stage == "coarse" and interleaved:
+        if run_config.dedup_semantic:
+            raise ValueError("coarse LM: layout=interleaved places each semantic id at its time, so it needs "
+                             "dedup_semantic=false (deduplicated ids have lost their timing)")
+        return InterleavedCoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse,
+                                       _frames_per_id(specs), run_config.lookahead)
     if stage == "coarse":
         return CoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse, run_config.dedup_semantic)
+    if stage == "fine" and interleaved:
+        return InterleavedFineLayout(acoustic.vocab_size, run_config.num_coarse, acoustic.num_quantizers, run_config.lookahead)
     if stage == "fine":
         return FineLayout(acoustic.vocab_size, run_config.num_coarse, acoustic.num_quantizers)
     raise ValueError(f"unknown LM stage {stage!r}; expected semantic, coarse or fine")
