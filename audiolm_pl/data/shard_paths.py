@@ -10,27 +10,29 @@ import braceexpand
 
 
 def resolve_shards(spec: str | Path, pattern: str = "*.tar") -> list[str]:
-    """A directory (its manifest's shard list, else `pattern` inside it), a brace pattern
-    (`shards/audio-{000000..000009}.tar`) or a glob -> sorted list of existing tar paths."""
+    """A directory (its manifest's shard list, else `pattern` inside it), a glob, or a brace pattern
+    of either (`shards/audio-{000000..000009}.tar`, `shards/{speech,real}/train`) -> existing tar paths,
+    sorted within each directory or glob, in the order the braces give them."""
     spec = str(spec)
-    path = Path(spec)
-    if path.is_dir():
-        manifest = read_manifest(path)
-        if manifest is not None and manifest.get("shards"):
-            names = [entry["name"] if isinstance(entry, dict) else entry for entry in manifest["shards"]]
-            shards = [str(path / name) for name in names]
-        else:
-            shards = sorted(str(p) for p in path.glob(pattern))
-    elif "{" in spec:
-        shards = list(braceexpand.braceexpand(spec))
-    else:
-        shards = sorted(glob.glob(spec))
+    shards = [shard for piece in braceexpand.braceexpand(spec) for shard in _shards_of(piece, pattern)]
     if not shards:
         raise FileNotFoundError(f"no shards found for {spec!r} (expected a shard directory, a brace pattern or a glob)")
     missing = [shard for shard in shards if not Path(shard).exists()]
     if missing:
         raise FileNotFoundError(f"shards listed for {spec!r} do not exist: {missing[:3]}{' ...' if len(missing) > 3 else ''}")
     return shards
+
+
+def _shards_of(piece: str, pattern: str) -> list[str]:
+    path = Path(piece)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if manifest is not None and manifest.get("shards"):
+            return [str(path / (entry["name"] if isinstance(entry, dict) else entry)) for entry in manifest["shards"]]
+        return sorted(str(p) for p in path.glob(pattern))
+    if glob.has_magic(piece):
+        return sorted(glob.glob(piece))
+    return [piece]  # a plain file name: checked for existence by the caller
 
 
 def read_manifest(directory: str | Path) -> dict | None:
@@ -44,7 +46,17 @@ def read_manifest(directory: str | Path) -> dict | None:
 
 
 def manifest_for(spec: str | Path) -> dict | None:
-    """The manifest of the directory the shards of `spec` live in, if there is one."""
+    """The manifest of the directory the shards of `spec` live in, if there is one. A brace pattern over
+    several directories (`tokens/{speech,real}/train`) must name directories whose token specs agree."""
     path = Path(str(spec))
-    directory = path if path.is_dir() else Path(resolve_shards(spec)[0]).parent
-    return read_manifest(directory)
+    if path.is_dir():
+        return read_manifest(path)
+    directories = list(dict.fromkeys(Path(shard).parent for shard in resolve_shards(spec)))
+    manifests = [read_manifest(directory) for directory in directories]
+    first = manifests[0]
+    for directory, manifest in zip(directories[1:], manifests[1:]):
+        specs = [None if m is None else m.get("token_specs") for m in (first, manifest)]
+        if specs[0] != specs[1]:
+            raise ValueError(f"{spec!r} mixes shards of other token specs: {directories[0]} has {specs[0]}, "
+                             f"{directory} has {specs[1]}; tokenize both with the same codec and semantic tokenizer")
+    return first

@@ -6,7 +6,6 @@ with tarfile + soundfile, in order, without the training data pipeline's crops a
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import tarfile
@@ -16,6 +15,8 @@ from typing import Iterator
 
 import numpy as np
 import soundfile
+
+from audiolm_pl.data.shard_paths import resolve_shards
 
 
 @dataclass
@@ -29,17 +30,8 @@ class Utterance:
 
 
 def shard_files(shards: str | Path) -> list[Path]:
-    """A shard directory (its *.tar), a glob, or one tar -> sorted tar paths; error if none."""
-    path = Path(shards)
-    if path.is_dir():
-        found = sorted(path.glob("*.tar"))
-    elif path.is_file():
-        found = [path]
-    else:
-        found = sorted(Path(p) for p in glob.glob(str(shards)))
-    if not found:
-        raise FileNotFoundError(f"no audio shards (*.tar) found at {shards!r}")
-    return found
+    """Shard directories, globs or brace patterns (`data.shard_paths.resolve_shards`) -> tar paths."""
+    return [Path(path) for path in resolve_shards(shards)]
 
 
 def iter_utterances(shards: str | Path, sample_rate: int = 16000, limit: int | None = None) -> Iterator[Utterance]:
