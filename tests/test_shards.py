@@ -148,3 +148,25 @@ def test_missing_or_empty_input_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["data", "shards", str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
     assert "no audio files" in capsys.readouterr().err
+
+
+def test_brace_pattern_over_directories_and_mixed_token_specs(tmp_path):
+    """`{speech,real}/train` names both directories' shards in brace order; their manifests must agree."""
+    from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
+
+    for corpus, vocab in (("speech", 100), ("real", 100)):
+        directory = tmp_path / corpus / "train"
+        directory.mkdir(parents=True)
+        for index in range(2):
+            (directory / f"tokens-{index:06d}.tar").write_bytes(b"")
+        manifest = {"token_specs": {"semantic": {"vocab_size": vocab}}}
+        (directory / "manifest.json").write_text(json.dumps(manifest))
+    pattern = str(tmp_path / "{speech,real}" / "train")
+    found = resolve_shards(pattern)
+    assert [Path(p).parent.parent.name for p in found] == ["speech", "speech", "real", "real"]
+    assert manifest_for(pattern)["token_specs"]["semantic"]["vocab_size"] == 100
+    (tmp_path / "real" / "train" / "manifest.json").write_text(json.dumps({"token_specs": {"semantic": {"vocab_size": 50}}}))
+    with pytest.raises(ValueError, match=r"mixes shards of other token specs.*real/train"):
+        manifest_for(pattern)
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        resolve_shards(str(tmp_path / "{nothing,none}" / "train"))
