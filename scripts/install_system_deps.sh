@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the embedded corpus needs: TTS engines + voices, sentences, a synthesizer and
-# soundfonts, and real human speech (Asterisk's Italian and Russian G.722
-# prompts, CC-BY-SA-3.0). Idempotent and quick when everything is there (checks with dpkg first).
+# soundfonts, and real human speech (Asterisk's Italian and Russian G.722 prompts, CC-BY-3.0, with their
+# transcripts in the plain asterisk-core-sounds-{it,ru} packages; credits in docs/README_corpus.md).
+# Idempotent and quick when everything is there (checks with dpkg first).
 set -euo pipefail
 PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes
           fluidsynth fluid-soundfont-gm timgm6mb-soundfont
-          asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722)
+          asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it asterisk-core-sounds-ru)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
