@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "audiolm_pl.semantic.cli",
     "audiolm_pl.tokenize_cli",
     "audiolm_pl.generate_cli",  # generate
-    "audiolm_pl.evaluate",  # eval
+    "audiolm_pl.evaluation.cli",  # eval
     "audiolm_pl.main_job",  # main
 )
 
