@@ -23,6 +23,7 @@ from torch import nn
 
 from audiolm_pl.config import load_config
 from audiolm_pl.lm import LoadedLM, SamplingConfig, generate_coarse, generate_fine, generate_semantic, load_lm
+from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import dedup_consecutive
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch
@@ -100,9 +101,10 @@ class AudioLM(nn.Module):
             lm.require_specs("semantic", semantic_spec, self.names["semantic_tokenizer"])
         for lm in (self.coarse_lm, self.fine_lm):
             lm.require_specs("acoustic", acoustic_spec, self.names["codec"])
-        if isinstance(self.coarse_lm.layout, InterleavedLayout) and self.semantic_lm.layout.dedup:
+        if self._time_aligned_coarse() and self.semantic_lm.layout.dedup:
+            order = self.coarse_lm.layout.to_dict()["order"]
             raise TokenSpecMismatch(
-                f"coarse LM ({self.coarse_lm.path}) reads semantic ids at their time (layout=interleaved); "
+                f"coarse LM ({self.coarse_lm.path}) reads semantic ids at their time (layout={order}); "
                 f"semantic LM ({self.semantic_lm.path}) generates deduplicated ids, which have lost it (train it with dedup=false)")
         coarse_levels, fine_context = self.coarse_lm.layout.num_coarse, self.fine_lm.layout.num_coarse
         if coarse_levels != fine_context:
@@ -173,13 +175,17 @@ class AudioLM(nn.Module):
         new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.sampling.semantic, generator=generator)
         return torch.cat([semantic_prompt, new.to(semantic_prompt.device)], dim=1)  # (B, T_sp + count)
 
+    def _time_aligned_coarse(self) -> bool:
+        """A coarse LM that reads each semantic id at its time (not the paper's deduplicated prefix)."""
+        return isinstance(self.coarse_lm.layout, (InterleavedLayout, AlignedCoarseLayout))
+
     def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator,
                    prompt_ids: int = 0) -> torch.Tensor:
         """semantic (B, T_s), the first `prompt_ids` of them the prompt's, + optional prompt codes (B, T_p, Q)
         -> all codes (B, frames, Q)."""
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
-        if isinstance(self.coarse_lm.layout, InterleavedLayout):  # any length in one pass: the KV cache slides
+        if self._time_aligned_coarse():  # any length in one pass: the KV cache slides
             coarse = generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.sampling.coarse,
                                      num_frames=frames, generator=generator)  # (B, frames, Q')
         else:

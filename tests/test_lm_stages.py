@@ -61,6 +61,22 @@ def test_checkpoint_records_specs_and_layout_and_loads_for_generation(stage, tok
         assert generate_fine(lm, coarse).shape == (2, 56, 2)
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "aligned"])
+def test_time_aligned_coarse_layouts_train_save_and_generate(layout, token_shards, tmp_path):  # noqa: F811
+    """The coarse layouts that read each semantic id at its time: trained, stored, rebuilt, generated from."""
+    from audiolm_pl.lm import generate_coarse, load_lm
+
+    config = tiny_config("coarse", token_shards, tmp_path, f"layout={layout}", "dedup_semantic=false",
+                         "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.checkpoint_every_n_steps=2",
+                         "trainer.limit_val_batches=1")
+    lm = load_lm(train_stage("coarse", config), expected_stage="coarse")
+    assert lm.layout.to_dict()["order"] == layout
+    semantic = torch.randint(0, token_shards.tokenizer.vocab_size, (2, 8))
+    prompt = torch.randint(0, token_shards.codec.codebook_size, (2, 4, 2))
+    codes = generate_coarse(lm, semantic, prompt)
+    assert codes.shape == (2, 16, 2) and torch.equal(codes[:, :4], prompt)
+
+
 def test_context_too_short_for_the_crop_is_refused(token_shards, tmp_path):  # noqa: F811
     config = tiny_config("coarse", token_shards, tmp_path, "model.max_seq_len=64")
     with pytest.raises(ValueError, match="model.max_seq_len=64 is too short"):

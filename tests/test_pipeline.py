@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,27 +12,15 @@ import pytest
 import soundfile
 import torch
 
-from audiolm_pl.main_job import MainJobConfig, run_main_job
+from conftest import TINY_RUN_STEPS
 
-STAGE_STEPS = ["codec", "semantic_tokenizer", "tokenize", "semantic_lm", "coarse_lm", "fine_lm", "generate"]
-
-
-@pytest.fixture(scope="session")
-def tiny_run(audio_shards, tmp_path_factory) -> MainJobConfig:
-    """The main job after its corpus steps, on the synthetic shards: every stage trains 3 steps."""
-    root = tmp_path_factory.mktemp("main_job")
-    for split in ("train", "val"):
-        shutil.copytree(getattr(audio_shards, split), root / "shards" / "speech" / split)
-    config = MainJobConfig(workdir=str(root), steps=STAGE_STEPS, max_steps=3, semantic_clusters=8, prompts=1,
-                           prompt_seconds=1.0, continuation_seconds=1.0, workers=1)
-    run_main_job(config)
-    return config
+from audiolm_pl.main_job import run_main_job
 
 
 def test_main_job_leaves_a_continuation_that_starts_with_the_prompt(tiny_run):
     root = tiny_run.root
     report = json.loads((root / "report.json").read_text())
-    assert list(report["steps"]) == STAGE_STEPS
+    assert list(report["steps"]) == TINY_RUN_STEPS
     assert "val/ce" in " ".join(report["steps"]["semantic_lm"])  # validation figures were read back
     (continuation,) = report["steps"]["generate"]["continuations"]
     wav, rate = soundfile.read(continuation, dtype="float32")
@@ -119,37 +106,16 @@ def test_notebook_runs(tiny_run):
     assert any("text/html" in o.get("data", {}) for o in outputs)  # audio players
 
 
-def test_eval_reports_speaker_similarity_codec_figures_and_asr(tiny_run, tmp_path):
-    """Tiny random x-vector and CTC models saved locally stand in for real ones (no downloads)."""
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor, WavLMConfig, WavLMForXVector)
+def test_continuation_ids_are_placed_at_their_times():
+    """Issue #8: a prompt's raw ids cover 2 frames each (25 Hz ids, 50 Hz frames); the generated
+    (deduplicated) ids share the frames that are left, not the whole output."""
+    from types import SimpleNamespace
 
-    from audiolm_pl.cli import main
+    from audiolm_pl.pipeline import AudioLM
 
-    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
-                 conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    extractor = Wav2Vec2FeatureExtractor(sampling_rate=16000)
-    speaker_dir, asr_dir = tmp_path / "xvector", tmp_path / "asr"
-    WavLMForXVector(WavLMConfig(**small, tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=8)).save_pretrained(speaker_dir)
-    extractor.save_pretrained(speaker_dir)
-    vocab = tmp_path / "vocab.json"
-    vocab.write_text(json.dumps({"<pad>": 0, "|": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}))
-    tokenizer = Wav2Vec2CTCTokenizer(str(vocab), word_delimiter_token="|")
-    Wav2Vec2ForCTC(Wav2Vec2Config(**small, vocab_size=30)).save_pretrained(asr_dir)
-    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(asr_dir)
-    prompts = tiny_run.root / "generated" / "prompts"
-    for wav in prompts.glob("*.wav"):
-        wav.with_suffix(".txt").write_text("utterance of a speaker")
-    out = tmp_path / "eval.json"
-    assert main(["eval", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--prompts", str(prompts), "--seconds", "0.5",
-                 "--prompt-seconds", "1", "--speaker-model", str(speaker_dir), "--asr-model", str(asr_dir), "--out", str(out)]) == 0
-    summary = json.loads(out.read_text())["summary"]
-    assert -1.0 <= summary["speaker_similarity"] <= 1.0 and summary["speaker_embedding"].startswith("x-vector")
-    assert summary["acoustic_generation_wer"] >= 0 and summary["acoustic_generation_cer"] >= 0
-    assert summary["codec_mel_distance_q1"] > 0 and "codec_si_sdr_q4" in summary
-    assert main(["eval", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--prompts", str(prompts), "--seconds", "0.5",
-                 "--prompt-seconds", "1", "--out", str(out)]) == 0
-    summary = json.loads(out.read_text())["summary"]
-    assert summary["speaker_embedding"].startswith("mfcc-statistics") and summary["asr"].startswith("skipped")
-    assert main(["eval", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--prompts", str(prompts),
-                 "--asr-model", str(tmp_path / "absent")]) == 2
+    model = SimpleNamespace(codec=SimpleNamespace(frame_rate=50.0), semantic_tokenizer=SimpleNamespace(frame_rate=25.0))
+    times = AudioLM._semantic_times(model, num_ids=75 + 100, prompt_ids=75, frames=500)  # 3 s prompt, 10 s out
+    np.testing.assert_allclose(times[:75], np.arange(75) * 2.0)  # the prompt: frames 0, 2, ..., 148
+    assert times[75] == 150  # the first generated id starts where the prompt ends
+    np.testing.assert_allclose(np.diff(times[75:]), 350 / 100)  # 100 ids over the 350 frames left
+    assert times[-1] < 500

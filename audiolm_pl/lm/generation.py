@@ -20,6 +20,7 @@ import torch
 
 from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_state_dict
 from audiolm_pl.config import from_dict
+from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import layout_from_dict
 from audiolm_pl.lm.sampling import SamplingConfig, generate
@@ -32,7 +33,7 @@ from audiolm_pl.tokens import TokenSpec, require_same_spec
 class LoadedLM:
     stage: str  # "semantic" | "coarse" | "fine"
     model: TransformerLM  # eval mode
-    layout: object  # SemanticLayout | CoarseLayout | FineLayout
+    layout: object  # SemanticLayout | CoarseLayout | FineLayout | Interleaved*Layout | AlignedCoarseLayout
     token_specs: dict[str, TokenSpec]  # {"semantic": ..., "acoustic": ...} of the training shards
     sampling: SamplingConfig  # the stage's default sampling
     chunk_seconds: float  # training crop length (the fine stage generates chunks of this length)
@@ -52,7 +53,7 @@ def load_lm(path: str | Path, expected_stage: Optional[str] = None, device: str 
     # the layout the stage was trained with, as stored; checkpoints from before it was stored rebuild it
     layout = (layout_from_dict(checkpoint.layout) if checkpoint.layout
               else make_layout(checkpoint.stage, run_config, checkpoint.token_specs))
-    model = TransformerLM(run_config.model, layout.vocab_size)
+    model = TransformerLM(run_config.model, layout.vocab_size, getattr(layout, "condition_vocab", 0))
     model.load_state_dict(sub_state_dict(checkpoint.state_dict, "model"))
     return LoadedLM(checkpoint.stage, model.eval().to(device), layout, checkpoint.token_specs,
                     run_config.sampling, run_config.data.crop_seconds, checkpoint.path)
@@ -122,6 +123,23 @@ def _generate_coarse_interleaved(lm: LoadedLM, semantic_ids: torch.Tensor, promp
     return layout.codes(targets)[:, :total]  # (B, total, Q')
 
 
+def _generate_coarse_aligned(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse, total: int,
+                             sampling, **options) -> torch.Tensor:
+    """Aligned layout: BOS + the prompt's codes, then the rest, every position given its semantic ids."""
+    layout, device = lm.layout, semantic_ids.device
+    known = 0 if prompt_coarse is None else prompt_coarse.shape[1]
+    conditions = torch.stack([torch.from_numpy(layout.conditions(row, total))
+                              for row in _numpy_rows(semantic_ids, semantic_ids.shape[0])]).to(device)  # (B, total * Q', w)
+    prefix = torch.stack([torch.from_numpy(layout.prefix(row)) for row in
+                          (_numpy_rows(prompt_coarse, semantic_ids.shape[0]) if known else [None] * semantic_ids.shape[0])])
+    masks = [layout.level_mask(level) for level in range(layout.num_coarse)]
+    allowed = lambda step, previous: masks[step % layout.num_coarse]  # noqa: E731 the prompt holds whole frames
+    new = generate(lm.model, prefix.to(device), (total - known) * layout.num_coarse, sampling or lm.sampling, allowed,
+                   conditions=conditions, **options)  # (B, (total - known) * Q')
+    new_codes = layout.codes(new)  # (B, total - known, Q')
+    return new_codes if not known else torch.cat([prompt_coarse[:, :, : layout.num_coarse].to(device), new_codes], dim=1)
+
+
 def generate_coarse(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse: Optional[torch.Tensor] = None,
                     sampling: Optional[SamplingConfig] = None, num_frames: Optional[int] = None, **options) -> torch.Tensor:
     """semantic_ids (B, T_s) (not deduplicated), prompt_coarse (B, T_p, Q') or None
@@ -134,6 +152,8 @@ def generate_coarse(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse: Opt
         raise ValueError(f"prompt_coarse has {prompt_frames} frames; only {total} are to be generated")
     if isinstance(layout, InterleavedLayout):
         return _generate_coarse_interleaved(lm, semantic_ids, prompt_coarse, total, sampling, **options)
+    if isinstance(layout, AlignedCoarseLayout):
+        return _generate_coarse_aligned(lm, semantic_ids, prompt_coarse, total, sampling, **options)
     prompts = _numpy_rows(prompt_coarse, semantic_ids.shape[0])
     prefixes = [layout.prefix(s, p) for s, p in zip(_numpy_rows(semantic_ids, semantic_ids.shape[0]), prompts)]
     masks = [layout.allowed_level(level) for level in range(layout.num_coarse)]

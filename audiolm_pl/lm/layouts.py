@@ -16,6 +16,7 @@ the RVQ level it predicts (-1: no loss there; the semantic stage uses level 0).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ def dedup_consecutive(ids: np.ndarray) -> np.ndarray:
 class Example:
     tokens: np.ndarray  # (T,) int64: the whole sequence; the model reads tokens[:-1]
     levels: np.ndarray  # (T - 1,) int64: RVQ level of target tokens[i + 1], or IGNORE
+    conditions: Optional[np.ndarray] = None  # (T - 1, w) int64: condition ids added to input i (aligned layout)
 
 
 @dataclass
@@ -200,11 +202,13 @@ LAYOUTS = {"semantic": SemanticLayout, "coarse": CoarseLayout, "fine": FineLayou
 
 def layout_from_dict(values: dict):
     """Inverse of `layout.to_dict()` (as stored in an LM checkpoint)."""
+    from audiolm_pl.lm.aligned import AlignedCoarseLayout
     from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
 
     values = dict(values)
     stage, order = values.pop("stage", None), values.pop("order", "prefix")
     classes = {("coarse", "interleaved"): InterleavedCoarseLayout, ("fine", "interleaved"): InterleavedFineLayout,
+               ("coarse", "aligned"): AlignedCoarseLayout,
                **{(name, "prefix"): cls for name, cls in LAYOUTS.items()}}
     if (stage, order) not in classes:
         raise ValueError(f"layout dict has stage {stage!r} and order {order!r}; expected one of {sorted(classes)}")

@@ -28,7 +28,7 @@ class TokenLMModule(L.LightningModule):
         super().__init__()
         self.run_config = run_config
         self.layout = layout
-        self.model = TransformerLM(run_config.model, layout.vocab_size)
+        self.model = TransformerLM(run_config.model, layout.vocab_size, getattr(layout, "condition_vocab", 0))
         self.save_hyperparameters({
             "stage": stage,
             "config": to_dict(run_config),
@@ -57,7 +57,7 @@ class TokenLMModule(L.LightningModule):
 
     def _loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> per-position ce (N,), correct (N,) and level (N,) over the loss positions."""
-        logits = self.model(batch["inputs"])  # (B, T, V)
+        logits = self.model(batch["inputs"], conditions=batch.get("conditions"))  # (B, T, V)
         keep = batch["levels"] >= 0  # (B, T)
         logits, targets = logits[keep].float(), batch["targets"][keep]  # (N, V), (N,)
         ce = F.cross_entropy(logits, targets, reduction="none")  # (N,)

@@ -74,39 +74,51 @@ def generate(
     window: Optional[int] = None,
     use_cache: bool = True,
     generator: Optional[torch.Generator] = None,
+    conditions: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """prefix (B, T0) int64, T0 >= 1 -> the `num_tokens` new tokens (B, num_tokens).
 
     window: most positions the model attends over (default: its trained `max_seq_len`).
+    conditions: (B, T0 + num_tokens - 1, w) condition ids of every input position, for a model built
+    with condition embeddings (the aligned layout): known in advance, unlike the tokens.
     """
     if prefix.dim() != 2 or prefix.shape[1] == 0:
         raise ValueError(f"prefix must be (B, T0) with T0 >= 1, got shape {tuple(prefix.shape)}")
+    if conditions is not None and conditions.shape[1] < prefix.shape[1] + num_tokens - 1:
+        raise ValueError(f"conditions cover {conditions.shape[1]} positions; {prefix.shape[1]} prompt + "
+                         f"{num_tokens} new tokens read {prefix.shape[1] + num_tokens - 1}")
     window = window or model.config.max_seq_len
     was_training = model.training
     model.eval()
     try:
         if use_cache:
-            return _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator)
-        return _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator)
+            return _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator, conditions)
+        return _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator, conditions)
     finally:
         model.train(was_training)
 
 
-def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator) -> torch.Tensor:
+def _conditions(conditions: Optional[torch.Tensor], start: int, end: int) -> Optional[torch.Tensor]:
+    return None if conditions is None else conditions[:, start:end]  # (B, end - start, w)
+
+
+def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator, conditions=None) -> torch.Tensor:
     tokens = prefix
     for step in range(num_tokens):
-        logits = model(tokens[:, -window:])[:, -1]  # (B, V)
+        length = tokens.shape[1]
+        window_conditions = _conditions(conditions, max(0, length - window), length)
+        logits = model(tokens[:, -window:], conditions=window_conditions)[:, -1]  # (B, V)
         next_ids = sample_next(_restrict(logits, allowed, step, tokens[:, -1]), sampling, generator)  # (B,)
         tokens = torch.cat([tokens, next_ids[:, None]], dim=1)  # (B, T + 1)
     return tokens[:, prefix.shape[1]:]  # (B, num_tokens)
 
 
-def _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator) -> torch.Tensor:
-    batch = prefix.shape[0]
+def _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator, conditions=None) -> torch.Tensor:
+    batch, length = prefix.shape
     cache = model.new_cache(batch, window)
     # trimming drops a quarter window at once, so the buffer copy happens every window/4 steps
     keep = max(1, window - max(1, window // 4))
-    logits = model(prefix[:, -window:], cache)[:, -1]  # (B, V)
+    logits = model(prefix[:, -window:], cache, _conditions(conditions, max(0, length - window), length))[:, -1]
     previous = prefix[:, -1]
     generated = []
     for step in range(num_tokens):
@@ -117,5 +129,6 @@ def _generate_cached(model, prefix, num_tokens, sampling, allowed, window, gener
             break
         if cache.length >= window:
             cache.trim(keep)
-        logits = model(next_ids[:, None], cache)[:, -1]  # (B, V)
+        step_conditions = _conditions(conditions, length + step, length + step + 1)  # (B, 1, w) or None
+        logits = model(next_ids[:, None], cache, step_conditions)[:, -1]  # (B, V)
     return torch.stack(generated, dim=1)  # (B, num_tokens)

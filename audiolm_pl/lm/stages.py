@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
 from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from audiolm_pl.lm.lightning_module import TokenLMModule
@@ -39,8 +40,10 @@ class CoarseRunConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
     num_coarse: int = 4  # Q': RVQ levels modelled by this stage
     dedup_semantic: bool = True  # deduplicate the semantic prefix (paper; the prefix layout only)
-    layout: str = "prefix"  # "prefix": all semantic ids, then the codes (paper) | "interleaved": frame-synchronous
-    lookahead: int = 2  # interleaved: semantic ids of look-ahead
+    # "prefix": all semantic ids, then the codes (paper) | "interleaved": each id before its frames' codes |
+    # "aligned": the codes only, each position given the semantic ids around its frame (lm/aligned.py)
+    layout: str = "prefix"
+    lookahead: int = 2  # interleaved / aligned: semantic ids of look-ahead
 
 
 @dataclass
@@ -63,6 +66,8 @@ def longest_sequence(layout, specs: dict[str, TokenSpec], crop_seconds: float) -
         return 1 + semantic
     if isinstance(layout, InterleavedCoarseLayout):
         return layout.lookahead + semantic * layout.block_size
+    if isinstance(layout, AlignedCoarseLayout):
+        return 1 + acoustic * layout.num_coarse
     if isinstance(layout, InterleavedFineLayout):
         return layout.lookahead * layout.num_coarse + acoustic * layout.block_size
     if isinstance(layout, CoarseLayout):
@@ -101,15 +106,19 @@ def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
     if stage == "semantic":
         return SemanticLayout(semantic.vocab_size, run_config.dedup)
     _check_coarse(stage, run_config.num_coarse, acoustic)
-    if run_config.layout not in ("prefix", "interleaved"):
-        raise ValueError(f"{stage} LM: layout must be 'prefix' or 'interleaved', got {run_config.layout!r}")
+    allowed = ("prefix", "interleaved", "aligned") if stage == "coarse" else ("prefix", "interleaved")
+    if run_config.layout not in allowed:
+        raise ValueError(f"{stage} LM: layout must be one of {allowed}, got {run_config.layout!r}")
     interleaved = run_config.layout == "interleaved"
     if interleaved and run_config.lookahead < 1:  # the look-ahead head is also what generation starts from
         raise ValueError(f"{stage} LM: layout=interleaved needs lookahead >= 1, got {run_config.lookahead}")
+    if stage == "coarse" and run_config.layout != "prefix" and run_config.dedup_semantic:
+        raise ValueError(f"coarse LM: layout={run_config.layout} places each semantic id at its time, so it needs "
+                         "dedup_semantic=false (deduplicated ids have lost their timing)")
+    if stage == "coarse" and run_config.layout == "aligned":
+        return AlignedCoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse,
+                                   _frames_per_id(specs), max(0, run_config.lookahead))
     if stage == "coarse" and interleaved:
-        if run_config.dedup_semantic:
-            raise ValueError("coarse LM: layout=interleaved places each semantic id at its time, so it needs "
-                             "dedup_semantic=false (deduplicated ids have lost their timing)")
         return InterleavedCoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse,
                                        _frames_per_id(specs), run_config.lookahead)
     if stage == "coarse":

@@ -76,7 +76,8 @@ class TokenCropper:
 
 
 def collate_examples(examples: list) -> dict:
-    """Right-pad layout examples into {"inputs", "targets", "levels"} (B, T_max - 1)."""
+    """Right-pad layout examples into {"inputs", "targets", "levels"} (B, T_max - 1) and, for layouts
+    with conditions, "conditions" (B, T_max - 1, w)."""
     width = max(len(e.tokens) for e in examples)
     tokens = np.zeros((len(examples), width), dtype=np.int64)  # (B, T_max); pad id 0 carries no loss
     levels = np.full((len(examples), width - 1), IGNORE, dtype=np.int64)  # (B, T_max - 1)
@@ -84,7 +85,13 @@ def collate_examples(examples: list) -> dict:
         tokens[row, : len(example.tokens)] = example.tokens
         levels[row, : len(example.levels)] = example.levels
     tokens = torch.from_numpy(tokens)
-    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "levels": torch.from_numpy(levels)}
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "levels": torch.from_numpy(levels)}
+    if examples[0].conditions is not None:  # (B, T_max - 1, w); id 0 where padded (no loss there)
+        conditions = np.zeros((len(examples), width - 1, examples[0].conditions.shape[1]), dtype=np.int64)
+        for row, example in enumerate(examples):
+            conditions[row, : len(example.conditions)] = example.conditions
+        batch["conditions"] = torch.from_numpy(conditions)
+    return batch
 
 
 class TokenDataModule(StreamDataModule):

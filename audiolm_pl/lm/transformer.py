@@ -153,11 +153,13 @@ class AttentionContext:
 class TransformerLM(nn.Module):
     """tokens (B, T) int64 -> next-token logits (B, T, vocab_size)."""
 
-    def __init__(self, config: TransformerConfig, vocab_size: int):
+    def __init__(self, config: TransformerConfig, vocab_size: int, condition_vocab: int = 0):
         super().__init__()
         self.config = config
         self.vocab_size = vocab_size
         self.tok_emb = nn.Embedding(vocab_size, config.d_model)
+        # condition ids (B, T, w) whose embeddings are summed into each input position (aligned layout)
+        self.cond_emb = nn.Embedding(condition_vocab, config.d_model) if condition_vocab else None
         self.drop = nn.Dropout(config.dropout)
         self.rel_bias = (
             RelativePositionBias(config.n_head, config.rel_buckets, config.rel_max_distance)
@@ -214,9 +216,17 @@ class TransformerLM(nn.Module):
             cache.advance(T)
         return self.norm(x)
 
-    def forward(self, tokens: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
-        """tokens (B, T) int64 -> logits (B, T, vocab_size); with `cache`, T new positions after it."""
-        return self.head(self.backbone(self.tok_emb(tokens), cache))  # (B, T, V)
+    def forward(self, tokens: torch.Tensor, cache: Optional[KVCache] = None,
+                conditions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """tokens (B, T) int64 [+ conditions (B, T, w) int64] -> logits (B, T, vocab_size); with `cache`,
+        T new positions after it."""
+        x = self.tok_emb(tokens)  # (B, T, C)
+        if (conditions is None) != (self.cond_emb is None):
+            raise ValueError("this model was built " + ("with" if self.cond_emb is not None else "without")
+                             + " condition embeddings; pass conditions exactly when it has them")
+        if conditions is not None:
+            x = x + self.cond_emb(conditions).sum(dim=2)  # (B, T, C)
+        return self.head(self.backbone(x, cache))  # (B, T, V)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
