@@ -117,8 +117,8 @@ def test_token_shards_hold_aligned_tokens_specs_and_hashes(token_shards):
 
 
 def test_tokens_equal_unbatched_encoding(token_shards):
-    """Batching pads clips after their end; the codes of each clip (the frame codec is not causal) and its
-    semantic ids must equal encoding it alone."""
+    """Batching pads clips after their end; the codes of each clip must equal encoding it alone, exactly
+    (the frame codec is not causal, so the job encodes each clip at its own length)."""
     import webdataset as wds
 
     from audiolm_pl.data.datamodule import decode_audio
@@ -133,7 +133,7 @@ def test_tokens_equal_unbatched_encoding(token_shards):
         assert len(alone) >= len(acoustic)
         differing += int((alone[: len(acoustic)] != acoustic).any(1).sum())
         total += len(acoustic)
-    assert total > 0 and differing <= 0.02 * total, f"{differing} of {total} frames differ"
+    assert total > 0 and differing == 0, f"{differing} of {total} frames differ"
 
 
 def test_rerun_skips_finished_shards_and_rewrites_missing_ones(token_shards, tmp_path):
