@@ -54,7 +54,7 @@ class PipelineConfig:
 class GenerationResult:
     wav: torch.Tensor  # (B, T) float at the codec's sample rate; the prompt (if any) first
     semantic_ids: torch.Tensor  # (B, T_s) prompt + generated semantic ids (deduplicated if the LM was)
-    codes: torch.Tensor  # (B, T_a, Q) acoustic codes, prompt frames first
+    codes: torch.Tensor  # (B, T_a, L) acoustic codes, prompt frames first (L = the fine LM's levels, <= Q)
     prompt_samples: int  # how many leading samples of `wav` are the prompt
 
 
@@ -132,7 +132,7 @@ class AudioLM(nn.Module):
         codes_prompt = self.codec.encode(prompt)  # (B, T_ap, Q)
         semantic = self._continue_semantic(semantic_prompt, seconds, generator)  # (B, T_s)
         total_frames = codes_prompt.shape[1] + math.ceil(seconds * self.codec.frame_rate)
-        codes = self._acoustics(semantic, codes_prompt, total_frames, generator, semantic_prompt.shape[1])  # (B, T_a, Q)
+        codes = self._acoustics(semantic, codes_prompt, total_frames, generator, semantic_prompt.shape[1])  # (B, T_a, L)
         wav = self.codec.decode(codes)[:, : round(total_frames * self.codec.token_spec.samples_per_frame)]  # (B, T)
         wav[:, : prompt.shape[1]] = prompt  # the prompt itself, not its codec reconstruction
         return GenerationResult(wav, semantic, codes, prompt.shape[1])
@@ -182,7 +182,7 @@ class AudioLM(nn.Module):
     def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator,
                    prompt_ids: int = 0) -> torch.Tensor:
         """semantic (B, T_s), the first `prompt_ids` of them the prompt's, + optional prompt codes (B, T_p, Q)
-        -> all codes (B, frames, Q)."""
+        -> all codes (B, frames, L), L <= Q the levels the fine LM completes."""
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
         if self._time_aligned_coarse():  # any length in one pass: the KV cache slides
@@ -190,9 +190,10 @@ class AudioLM(nn.Module):
                                      num_frames=frames, generator=generator)  # (B, frames, Q')
         else:
             coarse = self._coarse_in_windows(semantic, coarse_prompt, frames, generator, prompt_ids)  # (B, frames, Q')
-        fine_prompt = None if codes_prompt is None else codes_prompt[:, :, num_coarse:]  # (B, T_p, Q - Q')
-        fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.sampling.fine, generator=generator)  # (B, frames, Q - Q')
-        return torch.cat([coarse, fine], dim=2)  # (B, frames, Q)
+        levels = self.fine_lm.layout.num_quantizers  # L <= Q: the codec decodes the first L levels
+        fine_prompt = None if codes_prompt is None else codes_prompt[:, :, num_coarse:levels]  # (B, T_p, L - Q')
+        fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.sampling.fine, generator=generator)  # (B, frames, L - Q')
+        return torch.cat([coarse, fine], dim=2)  # (B, frames, L)
 
     def _semantic_times(self, num_ids: int, prompt_ids: int, frames: int) -> np.ndarray:
         """The acoustic frame at which each of `num_ids` semantic ids starts (num_ids,): the prompt's ids are

@@ -77,7 +77,7 @@ def test_generation_sees_the_semantic_ids_it_was_given():
             super().__init__()
             self.unused = torch.nn.Parameter(torch.zeros(1))  # where generation looks for the device
 
-        def forward(self, tokens, cache=None):
+        def forward(self, tokens, cache=None, conditions=None):
             last = [row[row < 10][-1] % 8 if (row < 10).any() else 0 for row in tokens]
             logits = torch.full((tokens.shape[0], tokens.shape[1], layout.vocab_size), -10.0)
             for index, code in enumerate(last):

@@ -77,6 +77,22 @@ def test_time_aligned_coarse_layouts_train_save_and_generate(layout, token_shard
     assert codes.shape == (2, 16, 2) and torch.equal(codes[:, :4], prompt)
 
 
+def test_fine_stage_can_complete_fewer_levels_than_the_codec_has(token_shards, tmp_path):  # noqa: F811
+    """num_levels = 3 of the tiny codec's 4: the fine LM trains and generates level 2 only."""
+    from audiolm_pl.lm import generate_fine, load_lm
+
+    config = tiny_config("fine", token_shards, tmp_path, "num_levels=3", "layout=interleaved", "trainer.max_steps=2",
+                         "trainer.val_check_interval=2", "trainer.checkpoint_every_n_steps=2", "trainer.limit_val_batches=1")
+    lm = load_lm(train_stage("fine", config), expected_stage="fine")
+    assert lm.layout.num_quantizers == 3 and lm.layout.levels == [2]
+    coarse = torch.randint(0, token_shards.codec.codebook_size, (2, 30, 2))
+    fine = generate_fine(lm, coarse)
+    assert fine.shape == (2, 30, 1)
+    assert token_shards.codec.decode(torch.cat([coarse, fine], dim=2)).shape[0] == 2  # the codec decodes 3 levels
+    with pytest.raises(ValueError, match="num_levels=5 must be above num_coarse=2 and at most the 4 levels"):
+        registry.get_stage("fine").build(tiny_config("fine", token_shards, tmp_path, "num_levels=5"))
+
+
 def test_context_too_short_for_the_crop_is_refused(token_shards, tmp_path):  # noqa: F811
     config = tiny_config("coarse", token_shards, tmp_path, "model.max_seq_len=64")
     with pytest.raises(ValueError, match="model.max_seq_len=64 is too short"):

@@ -53,7 +53,10 @@ class FineRunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
-    num_coarse: int = 4  # Q': levels given as context; the codec's levels Q'..Q-1 are generated
+    num_coarse: int = 4  # Q': levels given as context; the codec's levels Q'..L-1 are generated
+    # L: codec levels this stage completes (0 = all Q of the codec). A codec trained with quantizer
+    # dropout decodes any first L levels, so a CPU-sized run can spend its minutes on the levels that matter.
+    num_levels: int = 0
     layout: str = "prefix"  # "prefix": coarse codes, then fine codes per chunk (paper) | "interleaved"
     lookahead: int = 2  # interleaved: frames of coarse look-ahead
 
@@ -100,6 +103,15 @@ def _frames_per_id(specs: dict[str, TokenSpec]) -> int:
     return int(round(ratio))
 
 
+def _fine_levels(run_config, acoustic: TokenSpec) -> int:
+    """L: the fine stage's last level + 1 (`num_levels`, 0 = every level of the codec)."""
+    levels = run_config.num_levels or acoustic.num_quantizers
+    if not run_config.num_coarse < levels <= acoustic.num_quantizers:
+        raise ValueError(f"fine LM: num_levels={run_config.num_levels} must be above num_coarse={run_config.num_coarse} "
+                         f"and at most the {acoustic.num_quantizers} levels of the token shards (0 = all)")
+    return levels
+
+
 def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
     """The token layout of `stage` for shards with these specs (used when a stage is built)."""
     semantic, acoustic = specs["semantic"], specs["acoustic"]
@@ -123,10 +135,11 @@ def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
                                        _frames_per_id(specs), run_config.lookahead)
     if stage == "coarse":
         return CoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse, run_config.dedup_semantic)
+    levels = _fine_levels(run_config, acoustic) if stage == "fine" else 0
     if stage == "fine" and interleaved:
-        return InterleavedFineLayout(acoustic.vocab_size, run_config.num_coarse, acoustic.num_quantizers, run_config.lookahead)
+        return InterleavedFineLayout(acoustic.vocab_size, run_config.num_coarse, levels, run_config.lookahead)
     if stage == "fine":
-        return FineLayout(acoustic.vocab_size, run_config.num_coarse, acoustic.num_quantizers)
+        return FineLayout(acoustic.vocab_size, run_config.num_coarse, levels)
     raise ValueError(f"unknown LM stage {stage!r}; expected semantic, coarse or fine")
 
 
