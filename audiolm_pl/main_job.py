@@ -19,31 +19,54 @@ from audiolm_pl.report import export_prompts, last_scalars, write_markdown_repor
 log = logging.getLogger(__name__)
 
 
+SEMANTIC_SOURCES = ("whisper", "ssl", "mfcc")
+
+
 @dataclass
 class MainJobConfig:
     workdir: str = "outputs/main"
-    speech_hours: float = 1.0
-    piano_hours: float = 0.05
-    size: str = "tiny"  # config size for every stage: tiny | small | paper
+    speech_hours: float = 1.0  # synthetic voices (data speech)
+    real_speech: list[str] = field(default_factory=lambda: ["it", "ru"])  # Asterisk voices (data real); [] = none
+    piano_hours: float = 0.0  # synthetic piano (data piano); 0 = none (the main job is about speech)
+    size: str = "small"  # config size for every stage: tiny (tests) | small (CPU minutes) | paper
     seed: int = 0
     workers: int = 2
     samples_per_shard: int = 200
     max_seconds: float = 12.0  # audio longer than this is cut into segments
-    # training budgets in minutes (each stage also stops at its config's max_steps)
-    codec_minutes: float = 6.0
-    ssl_minutes: float = 4.0
-    lm_minutes: float = 3.0  # each of semantic, coarse, fine
-    semantic_clusters: int = 100
-    prompts: int = 3  # held-out prompts to continue
+    # training budgets in minutes (each stage also stops at its config's max_steps); measured split:
+    # docs/results/main_job_2026-11-25.md
+    codec_minutes: float = 9.0
+    ssl_minutes: float = 4.0  # semantic_source=ssl only
+    semantic_lm_minutes: float = 2.5
+    coarse_lm_minutes: float = 5.0
+    fine_lm_minutes: float = 2.5
+    semantic_source: str = "whisper"  # whisper (tiny.en encoder) | ssl (our HuBERT-style model) | mfcc
+    semantic_clusters: int = 256
+    prompts: int = 3  # held-out prompts to continue in `generate`
     prompt_seconds: float = 3.0
     continuation_seconds: float = 7.0
+    eval_per_speaker: int = 2  # held-out utterances per speaker judged by `eval`
     trainer: str = "cpu"  # trainer preset for every stage
     max_steps: Optional[int] = None  # cap every stage's steps (smoke tests); None = the configs' own
     steps: list[str] = field(default_factory=lambda: list(STEP_NAMES))
 
+    def __post_init__(self) -> None:
+        if self.semantic_source not in SEMANTIC_SOURCES:
+            raise ValueError(f"semantic_source must be one of {SEMANTIC_SOURCES}, got {self.semantic_source!r}")
+
     @property
     def root(self) -> Path:
         return Path(self.workdir)
+
+    @property
+    def corpora(self) -> list[str]:
+        """Corpora this job trains on (each under corpus/, shards/ and tokens/)."""
+        return ["speech"] + (["real"] if self.real_speech else []) + (["piano"] if self.piano_hours > 0 else [])
+
+    def train_split(self, kind: str) -> str:
+        """'shards' | 'tokens' -> the brace pattern over every corpus' train split."""
+        names = self.corpora
+        return str(self.root / kind / (f"{{{','.join(names)}}}" if len(names) > 1 else names[0]) / "train")
 
 
 def step_speech_corpus(config: MainJobConfig) -> dict:
@@ -53,9 +76,21 @@ def step_speech_corpus(config: MainJobConfig) -> dict:
     return {}
 
 
+def step_real_corpus(config: MainJobConfig) -> dict:
+    """Real voices from Debian packages (scripts/install_system_deps.sh); held-out utterances go to val."""
+    from audiolm_pl.data.corpus_real import make_real_corpus
+
+    if not config.real_speech:
+        return {}
+    summary = make_real_corpus(config.root / "corpus" / "real", config.real_speech, seed=config.seed, progress=False)
+    return {"clips": summary["clips"], "hours": round(summary["hours"], 3)}
+
+
 def step_piano_corpus(config: MainJobConfig) -> dict:
     from audiolm_pl.data.corpus_piano import make_piano_corpus
 
+    if config.piano_hours <= 0:
+        return {}
     make_piano_corpus(config.root / "corpus" / "piano", hours=config.piano_hours, seed=config.seed, workers=config.workers)
     return {}
 
@@ -64,7 +99,7 @@ def step_shards(config: MainJobConfig) -> dict:
     from audiolm_pl.data.shards import write_shards
 
     figures = {}
-    for corpus in ("speech", "piano"):
+    for corpus in config.corpora:
         for split in ("train", "val"):
             source = config.root / "corpus" / corpus / split
             if not source.exists():
@@ -99,37 +134,47 @@ def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -
 
 
 def step_codec(config: MainJobConfig) -> dict:
-    shards = config.root / "shards" / "speech"
-    return _train(config, "codec", config.codec_minutes,
-                  f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
+    return _train(config, "codec", config.codec_minutes, f"data.train_shards={config.train_split('shards')}",
+                  f"data.val_shards={config.root / 'shards' / 'speech' / 'val'}")
 
 
 def step_semantic_tokenizer(config: MainJobConfig) -> dict:
+    """k-means over frame features of the training audio: Whisper's encoder, our SSL model or MFCC."""
+    out = config.root / "semantic" / "tokenizer.safetensors"
+    if config.semantic_source == "ssl":
+        return _ssl_tokenizer(config, out)
+    shards = [config.root / "shards" / corpus / "train" for corpus in config.corpora]  # drawn from in turn
+    _cli("semantic", "kmeans", "--source", config.semantic_source, "--shards", *shards, "--clusters",
+         config.semantic_clusters, "--frame-rate", 25, "--max-frames", 60000, "--seed", config.seed, "--out", out)
+    return {}
+
+
+def _ssl_tokenizer(config: MainJobConfig, out: Path) -> dict:
     """HuBERT-style iteration: MFCC k-means targets -> our SSL model -> k-means on its features."""
-    shards, out = config.root / "shards" / "speech", config.root / "semantic"
-    targets = out / "mfcc_50hz.safetensors"
+    shards = config.root / "shards" / "speech"
+    targets = out.parent / "mfcc_50hz.safetensors"
     _cli("semantic", "kmeans", "--source", "mfcc", "--shards", shards / "train", "--clusters", config.semantic_clusters,
          "--frame-rate", 50, "--max-frames", 200000, "--seed", config.seed, "--out", targets)
     figures = _train(config, "ssl", config.ssl_minutes, f"targets.tokenizer={targets}",
                      f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
     _cli("semantic", "kmeans", "--source", f"ssl:{config.root / 'runs' / 'ssl'}", "--layer", 1, "--shards", shards / "train",
          "--clusters", config.semantic_clusters, "--frame-rate", 25, "--max-frames", 200000, "--seed", config.seed,
-         "--out", out / "tokenizer.safetensors")
+         "--out", out)
     return figures
 
 
 def step_tokenize(config: MainJobConfig) -> dict:
-    for split in ("train", "val"):
+    splits = [(corpus, "train") for corpus in config.corpora] + [("speech", "val")]
+    for corpus, split in splits:
         _cli("tokenize", "--codec", config.root / "runs" / "codec", "--semantic", config.root / "semantic" / "tokenizer.safetensors",
-             config.root / "shards" / "speech" / split, config.root / "tokens" / "speech" / split, "--trainer", config.trainer)
+             config.root / "shards" / corpus / split, config.root / "tokens" / corpus / split, "--trainer", config.trainer)
     return {}
 
 
 def _lm_step(stage: str):
     def step(config: MainJobConfig) -> dict:
-        tokens = config.root / "tokens" / "speech"
-        return _train(config, stage, config.lm_minutes,
-                      f"data.train_shards={tokens / 'train'}", f"data.val_shards={tokens / 'val'}")
+        return _train(config, stage, getattr(config, f"{stage}_lm_minutes"), f"data.train_shards={config.train_split('tokens')}",
+                      f"data.val_shards={config.root / 'tokens' / 'speech' / 'val'}")
 
     step.__name__ = f"step_{stage}_lm"
     return step
@@ -162,8 +207,20 @@ def step_generate(config: MainJobConfig) -> dict:
     return {"continuations": made, "pipeline": str(pipeline)}
 
 
+def step_eval(config: MainJobConfig) -> dict:
+    """`audiolm-pl eval` on the held-out speakers: codec round trip, acoustic generation, continuations."""
+    out = config.root / "eval"
+    _cli("eval", "--pipeline", write_pipeline_yaml(config), "--shards", config.root / "shards" / "speech" / "val",
+         "--out", out, "--per-speaker", config.eval_per_speaker, "--prompt-seconds", config.prompt_seconds,
+         "--seconds", config.continuation_seconds, "--seed", config.seed)
+    targets = json.loads((out / "eval.json").read_text())["targets"]
+    return {"report": str(out / "report.md"),
+            "targets": {t["name"]: {"figure": t["figure"], "passed": t["passed"]} for t in targets}}
+
+
 STEPS: dict[str, Callable[[MainJobConfig], dict]] = {
     "speech_corpus": step_speech_corpus,
+    "real_corpus": step_real_corpus,
     "piano_corpus": step_piano_corpus,
     "shards": step_shards,
     "codec": step_codec,
@@ -173,6 +230,7 @@ STEPS: dict[str, Callable[[MainJobConfig], dict]] = {
     "coarse_lm": _lm_step("coarse"),
     "fine_lm": _lm_step("fine"),
     "generate": step_generate,
+    "eval": step_eval,
 }
 STEP_NAMES = tuple(STEPS)
 
@@ -203,10 +261,10 @@ def run_main_job(config: MainJobConfig) -> dict:
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser(
         "main", help="the whole pipeline on the embedded default corpus (corpus, shards, every stage, generation)",
-        description="Runs every step not yet done under --workdir (resumable). Keys of MainJobConfig as overrides: "
-                    "speech_hours=5 size=small codec_minutes=60.",
+        description="Runs every step not yet done under workdir (resumable). Keys of MainJobConfig as overrides: "
+                    "speech_hours=5 codec_minutes=60 semantic_source=ssl real_speech=[].",
     )
-    parser.add_argument("overrides", nargs="*", help="MainJobConfig overrides, e.g. speech_hours=2 size=small")
+    parser.add_argument("overrides", nargs="*", help="MainJobConfig overrides, e.g. speech_hours=2 codec_minutes=20")
     parser.set_defaults(func=_run)
 
 

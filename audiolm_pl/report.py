@@ -58,7 +58,7 @@ def write_markdown_report(report: dict, path: Path) -> None:
     lines = ["# audiolm_pl main job report", ""]
     lines += ["| step | minutes | figures |", "|---|---|---|"]
     for name, step in report["steps"].items():
-        figures = {k: v for k, v in step.items() if k != "seconds"}
+        figures = {k: v for k, v in step.items() if k not in ("seconds", "targets")}  # eval's targets: below
         text = ", ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (list, dict)))
         nested = {k: v for k, v in figures.items() if isinstance(v, dict)}
         text += "".join(f"; {k}: {json.dumps(v)}" for k, v in nested.items())
@@ -68,4 +68,9 @@ def write_markdown_report(report: dict, path: Path) -> None:
     if generated:
         lines += ["Continuations (first 3 s = the held-out prompt; a spectrogram PNG beside each):", ""]
         lines += [f"- `{item}`" for item in generated]
+    evaluation = Path(report["steps"].get("eval", {}).get("report", ""))
+    if evaluation.is_file():  # the eval step's own report, one heading level down
+        body = evaluation.read_text().splitlines()
+        lines += ["", "## Evaluation on held-out speakers (`audiolm-pl eval`)", ""]
+        lines += ["#" + line if line.startswith("#") else line for line in body if not line.startswith("# ")]
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -81,3 +81,23 @@ def audio_shards(audio_folders, tmp_path_factory):
     write_shards(audio_folders / "train", out / "train", sample_rate=16000, samples_per_shard=4, progress=False)
     write_shards(audio_folders / "val", out / "val", sample_rate=16000, samples_per_shard=8, progress=False)
     return SimpleNamespace(train=out / "train", val=out / "val", sample_rate=16000)
+
+
+TINY_RUN_STEPS = ["codec", "semantic_tokenizer", "tokenize", "semantic_lm", "coarse_lm", "fine_lm", "generate"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(audio_shards, tmp_path_factory):
+    """The main job after its corpus steps, on the synthetic shards: every stage trains 3 steps."""
+    import shutil
+
+    from audiolm_pl.main_job import MainJobConfig, run_main_job
+
+    root = tmp_path_factory.mktemp("main_job")
+    for split in ("train", "val"):
+        shutil.copytree(getattr(audio_shards, split), root / "shards" / "speech" / split)
+    config = MainJobConfig(workdir=str(root), size="tiny", real_speech=[], steps=TINY_RUN_STEPS, max_steps=3,
+                           semantic_source="mfcc", semantic_clusters=8, prompts=1, prompt_seconds=1.0,
+                           continuation_seconds=1.0, workers=1)
+    run_main_job(config)
+    return config
