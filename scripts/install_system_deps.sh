@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the embedded corpus needs: TTS engines + voices, sentences, a synthesizer and
 # soundfonts, and real human speech (Asterisk's Italian and Russian G.722 prompts, CC-BY-3.0, with their
-# transcripts in the plain asterisk-core-sounds-{it,ru} packages; credits in docs/README_corpus.md).
+# transcripts in the plain asterisk-core-sounds-{it,ru} packages; credits in docs/data.md).
 # Idempotent and quick when everything is there (checks with dpkg first).
 set -euo pipefail
 PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes

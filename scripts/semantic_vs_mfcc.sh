@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #4's measurement: our SSL tokens vs the MFCC k-means baseline on held-out speakers of
-# the embedded speech corpus (PNMI, purity). What README "Results" reports, as one script.
+# the embedded speech corpus (PNMI, purity). What docs/results/semantic_pnmi_2026-11-23.md reports, as one script.
 #   bash scripts/semantic_vs_mfcc.sh [OUT_DIR]      (default outputs/semantic_vs_mfcc; ~45 min, 2 CPU cores)
 # Every step is skipped when its output exists, so an interrupted run continues.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""The three token LMs (semantic, coarse, fine) of AudioLM; see docs/README_lm.md.
+"""The three token LMs (semantic, coarse, fine) of AudioLM; see docs/lm.md.
 
 `load_lm(path)` gives a `LoadedLM`; `generate_semantic`, `generate_coarse` and `generate_fine`
 are the generation API of each stage (KV-cached, sliding window, temperature/top-k/top-p).

@@ -1,4 +1,4 @@
-"""Semantic tokens: SSL / HF / log-mel frame features + our mini-batch k-means (see docs/README_semantic.md).
+"""Semantic tokens: SSL / HF / log-mel frame features + our mini-batch k-means (see docs/semantic.md).
 
 `load_tokenizer(path)` reads a tokenizer file written by `audiolm-pl semantic kmeans` and
 returns a `SemanticTokenizer` (wav (B, T) -> ids (B, T_s) at 25 Hz by default).

@@ -30,7 +30,7 @@ class MelConfig:
 
 @dataclass
 class WhisperConfig:
-    """How `WhisperEncoderFeatures` (whisper_features.py) runs the encoder; measured in docs/README_semantic.md."""
+    """How `WhisperEncoderFeatures` (whisper_features.py) runs the encoder; see docs/semantic.md."""
 
     window: str = "exact"  # "exact": each clip's own length | "pad30": zero-padded to whole 30-s windows, as Whisper trained
     compute_type: str = "int8"  # CTranslate2 weight type on CPU: "int8" | "float32"
