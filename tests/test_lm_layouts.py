@@ -86,6 +86,30 @@ def test_crops_align_semantic_and_acoustic_frames():
     assert len(starts) > 5  # crops are random
 
 
+def test_packed_semantic_crops_join_clips_in_stream_order():
+    """data.pack: every crop is whole, the crops are the clips' ids end to end, and a new pass (a new rng,
+    as a resumed stream makes) starts without the previous pass's leftover."""
+    import io
+
+    def sample(ids):
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(ids))
+        return {"semantic.npy": buffer.getvalue(), "acoustic.npy": buffer.getvalue()}
+
+    layout = SemanticLayout(semantic_vocab=100, dedup=False)
+    cropper = TokenCropper(TokenDataConfig(crop_seconds=0.2, pack=True), SPECS, layout, train=True)  # 5 ids a crop
+    clips = [np.arange(0, 3), np.arange(10, 17), np.arange(20, 22), np.arange(30, 34)]  # 3 + 7 + 2 + 4 = 16 ids
+    rng = random.Random(0)
+    crops = [cropper(sample(clip), rng) for clip in clips]
+    made = [example.tokens[1:].tolist() for example in crops if example is not None]  # without BOS
+    assert [len(crop) for crop in made] == [5, 5, 5]
+    assert sum(made, []) == np.concatenate(clips)[:15].tolist()
+    fresh = cropper(sample(np.arange(40, 45)), random.Random(0))  # a new pass: the leftover id 33 is not carried
+    assert fresh.tokens[1:].tolist() == list(range(40, 45))
+    with pytest.raises(ValueError, match="data.pack=true joins clips of semantic ids only"):
+        TokenCropper(TokenDataConfig(pack=True), SPECS, CoarseLayout(10, 8, 1, False), train=True)
+
+
 def test_collate_pads_right_and_masks_padding():
     layout = SemanticLayout(semantic_vocab=10, dedup=False)
     batch = collate_examples([layout.example(np.array([1, 2, 3]), None), layout.example(np.array([4]), None)])

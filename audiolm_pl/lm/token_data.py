@@ -21,7 +21,7 @@ import torch
 
 from audiolm_pl.data.shard_paths import manifest_for
 from audiolm_pl.data.stream import StreamDataModule
-from audiolm_pl.lm.layouts import IGNORE
+from audiolm_pl.lm.layouts import IGNORE, SemanticLayout
 from audiolm_pl.tokens import TokenSpec, require_same_spec
 
 
@@ -37,6 +37,10 @@ class TokenDataConfig:
     val_samples: int = 64  # per rank
     min_seconds: float = 0.1  # shorter clips are dropped
     seed: int = 0
+    # semantic stage: join consecutive clips into whole crops, so the model sees speech resume after the
+    # silence that ends an utterance (unpacked, every crop of short clips ends in silence, and a model trained on
+    # them continues a prompt with seconds of it)
+    pack: bool = False
 
 
 def read_token_specs(shards: str) -> dict[str, TokenSpec]:
@@ -62,8 +66,14 @@ class TokenCropper:
         self.ratio = specs["acoustic"].frame_rate / specs["semantic"].frame_rate  # acoustic frames per semantic frame
         self.crop_frames = max(1, int(config.crop_seconds * specs["semantic"].frame_rate))  # semantic frames
         self.min_frames = max(1, int(config.min_seconds * specs["semantic"].frame_rate))
+        self.pack = config.pack
+        if self.pack and not isinstance(layout, SemanticLayout):
+            raise ValueError(f"data.pack=true joins clips of semantic ids only; the {layout.stage} stage crops each clip")
+        self._carry, self._rng = np.zeros(0, np.int64), None  # ids left over for the next crop, per iteration
 
     def __call__(self, sample: dict, rng: random.Random):
+        if self.pack:
+            return self._packed(load_npy(sample["semantic.npy"]).astype(np.int64), rng)
         semantic = load_npy(sample["semantic.npy"]).astype(np.int64)  # (T_s,)
         acoustic = load_npy(sample["acoustic.npy"]).astype(np.int64)  # (T_a, Q)
         usable = min(len(semantic), int(len(acoustic) / self.ratio))  # semantic frames with acoustic cover
@@ -73,6 +83,18 @@ class TokenCropper:
         length = min(self.crop_frames, usable)
         a_start, a_length = round(start * self.ratio), round(length * self.ratio)
         return self.layout.example(semantic[start : start + length], acoustic[a_start : a_start + a_length])
+
+    def _packed(self, semantic: np.ndarray, rng: random.Random):
+        """Clips in stream order -> whole crops of `crop_frames` ids; the remainder carries over. Each pass over
+        the stream has its own `rng`, so the carry starts empty there: a resumed stream replays the same crops."""
+        if rng is not self._rng:
+            self._carry, self._rng = np.zeros(0, np.int64), rng
+        ids = np.concatenate([self._carry, semantic])  # (T_carry + T_s,)
+        if len(ids) < self.crop_frames:
+            self._carry = ids
+            return None
+        self._carry = ids[self.crop_frames :]
+        return self.layout.example(ids[: self.crop_frames], np.zeros((0, 1), np.int64))
 
 
 def collate_examples(examples: list) -> dict:
