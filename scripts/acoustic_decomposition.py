@@ -1,0 +1,62 @@
+"""Where does acoustic generation lose the words? CER of decodes that swap generated codes for true ones.
+
+    python scripts/acoustic_decomposition.py outputs/main    # a finished main job (pipeline.yaml, shards/speech/val)
+
+For each held-out utterance with a text: the true codes at 8 / L / Q' levels, true coarse + generated fine,
+and generated coarse + generated fine (= `eval`'s acoustic generation), each decoded and judged by every ASR
+judge of `eval`. Prints pooled CERs as JSON (docs/results/main_job_2026-11-25.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from audiolm_pl.evaluation.judges import load_judges
+from audiolm_pl.evaluation.runner import EvalConfig
+from audiolm_pl.evaluation.sections import has_reference_text
+from audiolm_pl.evaluation.selection import load_eval_utterances
+from audiolm_pl.evaluation.text import error_rates
+from audiolm_pl.lm import generate_coarse, generate_fine
+from audiolm_pl.pipeline import AudioLM
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdir", help="a main job's work directory")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model = AudioLM.from_config(f"{args.workdir}/pipeline.yaml")
+    config = EvalConfig()
+    utterances = [u for u in load_eval_utterances(f"{args.workdir}/shards/speech/val", model.sample_rate, config.per_speaker,
+                                                  config.min_utterance_seconds, config.seed) if has_reference_text(u)]
+    judges = load_judges(config, model.sample_rate)
+    levels, coarse_levels = model.fine_lm.layout.num_quantizers, model.coarse_lm.layout.num_coarse
+    generator = torch.Generator().manual_seed(args.seed)
+    transcripts: dict[str, dict[str, list[str]]] = {}
+    with torch.inference_mode():
+        for utterance in utterances:
+            wav = torch.from_numpy(utterance.wav)[None]  # (1, T)
+            codes, semantic = model.codec.encode(wav), model.semantic_tokenizer.encode(wav)  # (1, T_a, Q), (1, T_s)
+            coarse = codes[:, :, :coarse_levels]  # (1, T_a, Q')
+            fine_given_true = generate_fine(model.fine_lm, coarse, None, model.sampling.fine, generator=generator)
+            coarse_generated = generate_coarse(model.coarse_lm, semantic, None, model.sampling.coarse,
+                                               num_frames=codes.shape[1], generator=generator)
+            fine_generated = generate_fine(model.fine_lm, coarse_generated, None, model.sampling.fine, generator=generator)
+            decodes = {"original": wav, f"true {codes.shape[2]} levels": codes, f"true {levels} levels": codes[:, :, :levels],
+                       f"true {coarse_levels} levels": coarse, "true coarse + generated fine": torch.cat([coarse, fine_given_true], 2),
+                       "generated coarse + generated fine": torch.cat([coarse_generated, fine_generated], 2)}
+            for name, value in decodes.items():
+                audio = (value if name == "original" else model.codec.decode(value))[0].numpy()  # (T,)
+                for spec, judge in judges.asr.items():
+                    transcripts.setdefault(name, {}).setdefault(spec, []).append(judge.transcribe(audio, model.sample_rate))
+    references = [u.text for u in utterances]
+    cer = {name: {spec: round(error_rates(texts, references).cer, 3) for spec, texts in by_judge.items()}
+           for name, by_judge in transcripts.items()}
+    print(json.dumps({"utterances": len(utterances), "cer": cer}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
