@@ -1,7 +1,9 @@
 """Reading stage checkpoints safely: `torch.load(weights_only=True)` only, never pickle code.
 
 A stage checkpoint is a Lightning `.ckpt` whose `hyper_parameters` hold plain containers:
-`{"config": <run config as dict>, "token_specs": {"acoustic": {...}, "semantic": {...}}}`.
+`{"config": <run config as dict>, "token_specs": {"acoustic": {...}, "semantic": {...}}}`, and for
+LM stages `"producers": {"acoustic": <codec identity>, "semantic": <tokenizer identity>}` (absent in
+checkpoints from before they were recorded).
 `load_stage_checkpoint` returns those plus the model's state dict; a directory is
 accepted too and means `<dir>/checkpoints/last.ckpt` (a run directory).
 """
@@ -9,7 +11,7 @@ accepted too and means `<dir>/checkpoints/last.ckpt` (a run directory).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +32,7 @@ class StageCheckpoint:
     state_dict: dict[str, torch.Tensor]  # the LightningModule's state dict
     global_step: int
     layout: dict | None = None  # LM stages: how tokens were laid out (`layout.to_dict()`)
+    producers: dict[str, str] = field(default_factory=dict)  # LM stages: role -> identity() of the token makers
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -55,6 +58,17 @@ def load_raw(path: str | Path) -> dict:
         ) from None
 
 
+def unreadable_reason(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a weights-only checkpoint (one line), or None when it can. Its
+    tensors are memory-mapped, not read: a cheap check for a file torn by a killed writer."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # RuntimeError for a torn zip archive, UnpicklingError for foreign objects
+        first_sentence = " ".join(str(err).split()).split(". ")[0]
+        return f"{type(err).__name__}: {first_sentence[:200]}"
+    return None
+
+
 def load_stage_checkpoint(path: str | Path, expected_stage: str | None = None) -> StageCheckpoint:
     path = resolve_checkpoint_path(path)
     raw = load_raw(path)
@@ -73,6 +87,7 @@ def load_stage_checkpoint(path: str | Path, expected_stage: str | None = None) -
         state_dict=raw["state_dict"],
         global_step=int(raw.get("global_step", 0)),
         layout=hparams.get("layout"),
+        producers=dict(hparams.get("producers") or {}),
     )
 
 

@@ -9,6 +9,11 @@ there, so a typo never becomes a silent default.
 A schema whose class picks among variants (the codec: `model.kind` selects the model class)
 defines a classmethod `schema_for(raw: DictConfig) -> type`: it sees the merged layers before
 any checking and returns the concrete dataclass that they are then checked against.
+
+A schema whose fields name files (the pipeline's checkpoints) lists their dotted keys in a
+`FILE_RELATIVE_PATHS` class variable: a relative path given in a YAML file is taken relative to
+that file's folder, so the YAML works from any working directory and moves with its outputs.
+Overrides stay relative to the working directory, where the user typed them.
 """
 
 from __future__ import annotations
@@ -87,6 +92,10 @@ def load_config(
     if hasattr(schema_cls, "schema_for"):
         raw = OmegaConf.merge(*(layer for layer, _ in layers)) if layers else OmegaConf.create()
         schema_cls = schema_cls.schema_for(raw)
+    given = [source for source in sources if source is not None]  # the first layers, in order
+    for (layer, _), source in zip(layers, given):
+        if not isinstance(source, dict):
+            _rebase_paths(layer, getattr(schema_cls, "FILE_RELATIVE_PATHS", ()), Path(source).parent)
     schema = OmegaConf.structured(schema_cls)
     merged = schema
     for layer, source in layers:
@@ -114,6 +123,18 @@ def _layers(sources, overrides: Sequence[str], at: dict | None) -> list[tuple[Di
             raise ConfigError(f"override {override!r} must look like key.sub=value")
         layers.append((OmegaConf.from_dotlist([override]), f"override {override!r}"))
     return layers
+
+
+def _rebase_paths(layer: DictConfig, keys: Sequence[str], folder: Path) -> None:
+    """Make the relative paths at `keys` of a YAML layer relative to the YAML's `folder`. A path that exists
+    only from the working directory (a YAML written before this rule) is kept as it is."""
+    for key in keys:
+        value = OmegaConf.select(layer, key, default=None)
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        rebased = folder / value
+        if rebased.exists() or not Path(value).exists():
+            OmegaConf.update(layer, key, str(rebased))
 
 
 def _load_yaml(path: str | Path) -> DictConfig:

@@ -184,9 +184,9 @@ def write_pipeline_yaml(config: MainJobConfig) -> Path:
     from audiolm_pl.config import save_yaml
     from audiolm_pl.pipeline import PipelineConfig
 
-    runs = config.root / "runs"
-    pipeline = PipelineConfig(codec=str(runs / "codec"), semantic_tokenizer=str(config.root / "semantic" / "tokenizer.safetensors"),
-                              semantic_lm=str(runs / "semantic"), coarse_lm=str(runs / "coarse"), fine_lm=str(runs / "fine"),
+    # paths relative to the YAML (config.py): the workdir can be moved or read from any directory
+    pipeline = PipelineConfig(codec="runs/codec", semantic_tokenizer="semantic/tokenizer.safetensors",
+                              semantic_lm="runs/semantic", coarse_lm="runs/coarse", fine_lm="runs/fine",
                               prompt_seconds=config.prompt_seconds)
     path = config.root / "pipeline.yaml"
     save_yaml(pipeline, path)

@@ -7,15 +7,19 @@
 
 Built from a pipeline YAML naming one checkpoint (or run directory) per stage, or from
 objects. Every TokenSpec is checked when it is built: a stage trained on other tokens is
-refused with a message that names both sides. Swapping a stage = editing one path.
+refused with a message that names both sides. So is a codec or semantic tokenizer whose
+`identity()` differs from the one that made an LM's training tokens (same spec, other ids),
+unless `allow_producer_swap` is set. Swapping a stage = editing one path; paths in a
+pipeline YAML are relative to the YAML's folder.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
@@ -27,6 +31,8 @@ from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import dedup_consecutive
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +46,9 @@ class PipelineSampling:
 
 @dataclass
 class PipelineConfig:
+    # in a YAML file, relative paths are relative to its folder (config.py)
+    FILE_RELATIVE_PATHS: ClassVar[tuple[str, ...]] = ("codec", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm")
+
     codec: str = "outputs/main/runs/codec"  # codec checkpoint or run directory
     semantic_tokenizer: str = "outputs/main/semantic/tokenizer.safetensors"
     semantic_lm: str = "outputs/main/runs/semantic"
@@ -48,6 +57,9 @@ class PipelineConfig:
     sampling: PipelineSampling = field(default_factory=PipelineSampling)
     prompt_seconds: float = 3.0  # the CLI keeps this much of a prompt file
     device: str = "cpu"
+    # accept a codec / semantic tokenizer other than the one that made the LMs' training tokens
+    # (a deliberate swap of an equivalent producer); the LMs' token specs must still match
+    allow_producer_swap: bool = False
 
 
 @dataclass
@@ -61,7 +73,7 @@ class GenerationResult:
 class AudioLM(nn.Module):
     def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: LoadedLM,
                  coarse_lm: LoadedLM, fine_lm: LoadedLM, sampling: Optional[PipelineSampling] = None,
-                 names: Optional[dict[str, str]] = None):
+                 names: Optional[dict[str, str]] = None, allow_producer_swap: bool = False):
         super().__init__()
         self.codec, self.semantic_tokenizer = codec.eval(), semantic_tokenizer.eval()
         self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
@@ -69,7 +81,9 @@ class AudioLM(nn.Module):
         self.lms = nn.ModuleDict({"semantic": semantic_lm.model, "coarse": coarse_lm.model, "fine": fine_lm.model})
         self.sampling = sampling or PipelineSampling()
         self.names = {"codec": "codec", "semantic_tokenizer": "semantic tokenizer", **(names or {})}
+        self.allow_producer_swap = allow_producer_swap
         self.check_specs()
+        self.check_producers()
 
     # -- building --------------------------------------------------------------------
     @classmethod
@@ -91,6 +105,7 @@ class AudioLM(nn.Module):
             load_lm(config.fine_lm, expected_stage="fine"),
             sampling=config.sampling,
             names=names,
+            allow_producer_swap=config.allow_producer_swap,
         )
         return model.to(config.device)
 
@@ -112,6 +127,23 @@ class AudioLM(nn.Module):
                 f"coarse LM ({self.coarse_lm.path}) generates {coarse_levels} coarse levels; "
                 f"fine LM ({self.fine_lm.path}) was trained on {fine_context} coarse levels as context"
             )
+
+    def check_producers(self) -> None:
+        """Refuse LMs whose training tokens another codec / semantic tokenizer made (unless allowed)."""
+        makers = {"semantic": (self.semantic_tokenizer.identity(), self.names["semantic_tokenizer"]),
+                  "acoustic": (self.codec.identity(), self.names["codec"])}
+        readers = {"semantic": (self.semantic_lm, self.coarse_lm), "acoustic": (self.coarse_lm, self.fine_lm)}
+        for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm):
+            if not lm.producers:
+                log.warning("%s LM (%s) records no producer identities (trained before they were stored): "
+                            "cannot check that this codec and semantic tokenizer made its training tokens", lm.stage, lm.path)
+        for role, (identity, name) in makers.items():
+            for lm in readers[role]:
+                if not self.allow_producer_swap:
+                    lm.require_producer(role, identity, name)
+                elif lm.producers.get(role, identity) != identity:
+                    log.warning("allow_producer_swap: %s LM (%s) was trained on %s tokens of producer %s; using %s (%s)",
+                                lm.stage, lm.path, role, lm.producers[role], name, identity)
 
     @property
     def sample_rate(self) -> int:

@@ -2,9 +2,11 @@
 
 Input shard `NAME-%06d.tar` becomes `tokens-%06d.tar` with the same sample keys, holding
     semantic.npy  (T_s,) int16/int32     acoustic.npy (T_a, Q) int16/int32
-    json          {"semantic_spec", "acoustic_spec", "semantic_hash", "codec_hash",
+    json          {"semantic_spec", "acoustic_spec", "semantic_hash", "codec_hash", "producers",
                    "duration", "speaker", "text", "source", "offset"}
-plus `manifest.json` (shards, sample counts, hours, token_specs, hashes).
+plus `manifest.json` (shards, sample counts, hours, token_specs, hashes, producers). The hashes
+name the checkpoint files; `producers` ({"semantic", "acoustic"} -> `identity()`) names what made
+the tokens whatever file they came from, and LMs trained on the shards carry it (tokens.py).
 
 It is a Lightning predict loop, so `strategy=ddp` spreads input shards over devices: rank r
 takes shards r, r + world, ... Each output shard is written under a temporary name and
@@ -181,7 +183,8 @@ def claim_output(out_dir: Path, header: dict) -> None:
     claim = out_dir / "tokenize.json"
     if claim.exists():
         existing = json.loads(claim.read_text())
-        differing = sorted(key for key in header if existing.get(key) != header[key])
+        # a claim from before `producers` was recorded: its file hashes alone decide
+        differing = sorted(key for key in header if key in existing and existing[key] != header[key])
         if differing:
             details = "; ".join(f"{key}: {existing.get(key)!r} there, {header[key]!r} now" for key in differing)
             raise TokenizeError(f"{out_dir} holds token shards made by other checkpoints ({details}); "
@@ -230,7 +233,8 @@ def tokenize_shards(
     out_dir = Path(out_dir)
     check_inputs(codec, tokenizer, str(in_shards))
     header = {"semantic_spec": tokenizer.token_spec.to_dict(), "acoustic_spec": codec.token_spec.to_dict(),
-              "semantic_hash": semantic_hash, "codec_hash": codec_hash}
+              "semantic_hash": semantic_hash, "codec_hash": codec_hash,
+              "producers": {"semantic": tokenizer.identity(), "acoustic": codec.identity()}}
     shards = resolve_shards(in_shards)
     claim_output(out_dir, header)
     skipped = sum((out_dir / output_name(s)).exists() for s in shards)

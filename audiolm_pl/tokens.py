@@ -6,12 +6,19 @@ Producers of tokens (an acoustic codec, a semantic tokenizer) expose `sample_rat
 the tokenize job, the composite) keep the spec they were trained on and call
 `require_same_spec` when they meet a producer, which refuses a mismatch with a
 message that names both sides.
+
+A spec says what shape the ids have, not what they mean: two tokenizers with the same
+spec give unrelated ids. So every producer also has an `identity()`, a short hash of what
+decides its tokens (weights, centroids), which the token shards and the LMs trained on
+them record; the composite refuses a producer whose identity differs (`ProducerMismatch`).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +30,21 @@ TokenKind = Literal["acoustic", "semantic"]
 
 class TokenSpecMismatch(ValueError):
     """Two stages that must share a token vocabulary do not."""
+
+
+class ProducerMismatch(TokenSpecMismatch):
+    """Tokens of the right spec, but from another codec or tokenizer than the consumer was trained on."""
+
+
+def tensors_hash(tensors: dict[str, torch.Tensor], extra: dict | None = None, length: int = 16) -> str:
+    """A short sha256 of named tensors (name, dtype, shape, bytes) and plain JSON `extra`: the same
+    for the same values whichever file, copy or machine they were loaded from."""
+    digest = hashlib.sha256(json.dumps(extra or {}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, not copied
+    return digest.hexdigest()[:length]
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,10 @@ class AcousticCodec(nn.Module, abc.ABC):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T_a, q) int64 with q <= Q (fewer levels = lower bitrate) -> wav (B, T_wav)."""
 
+    def identity(self) -> str:
+        """A hash of the weights, which decide the codes (see `tensors_hash`)."""
+        return tensors_hash(self.state_dict())
+
     @property
     def token_spec(self) -> TokenSpec:
         return TokenSpec(
@@ -148,6 +174,10 @@ class SemanticTokenizer(nn.Module, abc.ABC):
     @abc.abstractmethod
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, T_wav) float at `sample_rate` -> ids (B, T_s) int64 in [0, vocab_size)."""
+
+    def identity(self) -> str:
+        """A hash of what decides the ids; by default every weight and buffer (see `tensors_hash`)."""
+        return tensors_hash(self.state_dict())
 
     @property
     def token_spec(self) -> TokenSpec:

@@ -3,7 +3,8 @@
 Each stage module (see `registry.STAGES`) provides a run-config dataclass with a
 `trainer: TrainerConfig` field and a `build(config) -> (LightningModule, LightningDataModule)`
 function. `train_stage` turns that into a run directory holding TensorBoard logs,
-`checkpoints/last.ckpt` (resumed exactly on a rerun), and the resolved `config.yaml`.
+`checkpoints/last.ckpt` (resumed exactly on a rerun; the newest readable `step*.ckpt` when it is
+torn), and the resolved `config.yaml`, locked against a second training (run_directory.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 from audiolm_pl import config as config_lib
 from audiolm_pl import registry
+from audiolm_pl.run_directory import resume_checkpoint, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +146,21 @@ def train_stage(stage: str, run_config: Any) -> Path:
     L.seed_everything(tc.seed, workers=True)
     directory = run_dir(tc, stage)
     directory.mkdir(parents=True, exist_ok=True)
+    with run_lock(directory):  # before anything is written: a second training is refused here
+        _fit(stage, spec, run_config, directory)
+    return directory
+
+
+def _fit(stage: str, spec, run_config: Any, directory: Path) -> None:
+    tc: TrainerConfig = run_config.trainer
     config_lib.save_yaml(run_config, directory / "config.yaml")
     module, datamodule = spec.build(run_config)
     trainer = build_trainer(tc, directory, manual_clip=not module.automatic_optimization)
     last = directory / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if (tc.resume and last.exists() and not tc.fast_dev_run) else None
-    if ckpt_path:
-        log.info("resuming %s from %s", stage, ckpt_path)
+    resume_from = resume_checkpoint(directory) if (tc.resume and not tc.fast_dev_run) else None
+    ckpt_path = str(resume_from) if resume_from else None
+    if resume_from:
+        log.info("resuming %s from %s", stage, resume_from)
     with warnings.catch_warnings():
         # our training streams resume by position (data/stream.py), which Lightning cannot see
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
@@ -161,4 +171,3 @@ def train_stage(stage: str, run_config: Any) -> Path:
             trainer.save_checkpoint(last, weights_only=False)  # full state (optimizers, loops) for resuming
             if tc.limit_val_batches:
                 trainer.validate(module, datamodule=datamodule, verbose=False)  # end-of-training figures
-    return directory

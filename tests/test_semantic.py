@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import pytest
 import torch
 
@@ -153,7 +156,9 @@ def test_every_source_gives_declared_rate_and_vocab(name, tmp_path):
     tokenizer.save(tmp_path / "tok.safetensors")
     loaded = load_tokenizer(tmp_path / "tok.safetensors")
     assert torch.equal(loaded.encode(wav), ids)
-    assert loaded.source == source and loaded.token_spec == tokenizer.token_spec
+    # a source beside the tokenizer file is recorded relative to it, so the two move together
+    assert dataclasses.replace(loaded.source, path=source.path) == source and loaded.token_spec == tokenizer.token_spec
+    assert loaded.source.path == (os.path.relpath(source.path, tmp_path) if source.path else "")
 
 
 def test_hf_sources_load_offline_with_auto_model(tmp_path):

@@ -11,7 +11,7 @@ Every function takes optional `sampling` (default: the stage's `sampling` config
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +26,10 @@ from audiolm_pl.lm.layouts import layout_from_dict
 from audiolm_pl.lm.sampling import SamplingConfig, generate
 from audiolm_pl.lm.stages import RUN_CONFIGS, make_layout
 from audiolm_pl.lm.transformer import TransformerLM
-from audiolm_pl.tokens import TokenSpec, require_same_spec
+from audiolm_pl.tokens import ProducerMismatch, TokenSpec, require_same_spec
+
+
+PRODUCER_KINDS = {"semantic": "semantic tokenizer", "acoustic": "codec"}  # who makes the tokens of each role
 
 
 @dataclass
@@ -38,10 +41,22 @@ class LoadedLM:
     sampling: SamplingConfig  # the stage's default sampling
     chunk_seconds: float  # training crop length (the fine stage generates chunks of this length)
     path: Path
+    producers: dict[str, str] = field(default_factory=dict)  # role -> identity() of what made its training tokens
 
     def require_specs(self, role: str, spec: TokenSpec, producer: str) -> None:
         """Refuse tokens of `spec` from `producer` unless this LM was trained on them."""
         require_same_spec(self.token_specs[role], spec, consumer=f"{self.stage} LM ({self.path})", producer=producer)
+
+    def require_producer(self, role: str, identity: str, producer: str) -> None:
+        """Refuse `role` tokens from `producer` (its `identity()`) unless they made this LM's training tokens.
+        An LM that records no identity (trained before they were stored) is not checked."""
+        trained_on = self.producers.get(role)
+        if trained_on is not None and trained_on != identity:
+            raise ProducerMismatch(
+                f"{self.stage} LM ({self.path}) was trained on {role} tokens made by a producer of identity "
+                f"{trained_on}; {producer} has identity {identity}: same token spec, other ids. Use the "
+                f"{PRODUCER_KINDS[role]} its token shards were made with, or set allow_producer_swap: true in "
+                "the pipeline YAML (or the override allow_producer_swap=true) if the swap is deliberate")
 
 
 def load_lm(path: str | Path, expected_stage: Optional[str] = None, device: str | torch.device = "cpu") -> LoadedLM:
@@ -56,7 +71,7 @@ def load_lm(path: str | Path, expected_stage: Optional[str] = None, device: str 
     model = TransformerLM(run_config.model, layout.vocab_size, getattr(layout, "condition_vocab", 0))
     model.load_state_dict(sub_state_dict(checkpoint.state_dict, "model"))
     return LoadedLM(checkpoint.stage, model.eval().to(device), layout, checkpoint.token_specs,
-                    run_config.sampling, run_config.data.crop_seconds, checkpoint.path)
+                    run_config.sampling, run_config.data.crop_seconds, checkpoint.path, checkpoint.producers)
 
 
 def _generate_rows(lm: LoadedLM, prefixes: list[np.ndarray], num_tokens: int, allowed, sampling, **options) -> torch.Tensor:

@@ -24,7 +24,8 @@ from audiolm_pl.tokens import TokenSpec
 
 
 class TokenLMModule(L.LightningModule):
-    def __init__(self, stage: str, run_config, layout, token_specs: dict[str, TokenSpec]):
+    def __init__(self, stage: str, run_config, layout, token_specs: dict[str, TokenSpec],
+                 producers: dict[str, str] | None = None):
         super().__init__()
         self.run_config = run_config
         self.layout = layout
@@ -34,6 +35,7 @@ class TokenLMModule(L.LightningModule):
             "config": to_dict(run_config),
             "token_specs": {role: spec.to_dict() for role, spec in token_specs.items()},
             "layout": layout.to_dict(),
+            "producers": dict(producers or {}),  # role -> identity() of what made the training tokens
         })
         self._val_sums: torch.Tensor | None = None  # (1 + levels, 3): ce sum, correct, count
         self._val_counts: torch.Tensor | None = None  # (V,): how often each id is a target

@@ -1,8 +1,8 @@
 """The three LM stages: run configs (YAML under conf/lm/<stage>/) and `build_*` for the registry.
 
-Each `build_*` reads the TokenSpecs from the token-shard manifest, makes the stage's layout
-(vocabulary offsets, coarse/fine split), checks that the longest crop fits the model's
-context, and returns (TokenLMModule, TokenDataModule).
+Each `build_*` reads the TokenSpecs and the producers' identities (kept in the checkpoint) from
+the token-shard manifest, makes the stage's layout (vocabulary offsets, coarse/fine split),
+checks that the longest crop fits the model's context, and returns (TokenLMModule, TokenDataModule).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLa
 from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from audiolm_pl.lm.lightning_module import TokenLMModule
 from audiolm_pl.lm.sampling import SamplingConfig
-from audiolm_pl.lm.token_data import TokenDataConfig, TokenDataModule, read_token_specs
+from audiolm_pl.lm.token_data import TokenDataConfig, TokenDataModule, read_producers, read_token_specs
 from audiolm_pl.lm.transformer import TransformerConfig
 from audiolm_pl.tokens import TokenSpec
 from audiolm_pl.training import OptimConfig, TrainerConfig
@@ -150,7 +150,8 @@ def _build(stage: str, run_config):
     specs = read_token_specs(run_config.data.train_shards)
     layout = make_layout(stage, run_config, specs)
     _check_context(stage, run_config, layout, specs)
-    return TokenLMModule(stage, run_config, layout, specs), TokenDataModule(run_config.data, layout, specs)
+    module = TokenLMModule(stage, run_config, layout, specs, read_producers(run_config.data.train_shards))
+    return module, TokenDataModule(run_config.data, layout, specs)
 
 
 def build_semantic(run_config: SemanticRunConfig):

@@ -14,12 +14,13 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from audiolm_pl.data.shard_paths import manifest_for
+from audiolm_pl.data.shard_paths import manifest_for, read_manifest, resolve_shards
 from audiolm_pl.data.stream import StreamDataModule
 from audiolm_pl.lm.layouts import IGNORE, SemanticLayout
 from audiolm_pl.tokens import TokenSpec, require_same_spec
@@ -51,6 +52,22 @@ def read_token_specs(shards: str) -> dict[str, TokenSpec]:
             f"token shards {shards!r} have no manifest.json with 'token_specs' (make them with `audiolm-pl tokenize`)"
         )
     return {role: TokenSpec.from_dict(spec) for role, spec in manifest["token_specs"].items()}
+
+
+def read_producers(shards: str) -> dict[str, str]:
+    """{"semantic", "acoustic"} -> the `identity()` of the tokenizer and codec that made the token shards
+    (every directory of a brace pattern must agree); {} when a manifest predates recording them."""
+    directories = list(dict.fromkeys(Path(shard).parent for shard in resolve_shards(shards)))
+    found = {directory: (read_manifest(directory) or {}).get("producers") for directory in directories}
+    known = {directory: producers for directory, producers in found.items() if producers}
+    if not known or len(known) < len(found):
+        return {}
+    (first, producers), *others = known.items()
+    for directory, other in others:
+        if other != producers:
+            raise ValueError(f"{shards!r} mixes token shards of other producers: {first} was made by {producers}, "
+                             f"{directory} by {other}; tokenize both with the same codec and semantic tokenizer")
+    return producers
 
 
 def load_npy(payload: bytes) -> np.ndarray:
@@ -129,6 +146,11 @@ class TokenDataModule(StreamDataModule):
         for role, spec in self.token_specs.items():
             require_same_spec(spec, val_specs[role], consumer=f"data.train_shards={self.config.train_shards!r}",
                               producer=f"data.val_shards={self.config.val_shards!r}")
+        train_producers, val_producers = read_producers(self.config.train_shards), read_producers(self.config.val_shards)
+        if train_producers and val_producers and train_producers != val_producers:
+            raise ValueError(f"data.val_shards={self.config.val_shards!r} were made by {val_producers}, "
+                             f"data.train_shards={self.config.train_shards!r} by {train_producers}; "
+                             "tokenize both with the same codec and semantic tokenizer")
 
     def make_example(self, train: bool) -> "TokenCropper":
         return TokenCropper(self.config, self.token_specs, self.layout, train)

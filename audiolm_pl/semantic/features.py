@@ -9,6 +9,7 @@ floor(T_wav * frame_rate / sample_rate), so every source gives the same number o
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,13 +209,27 @@ class SSLLayerFeatures(nn.Module):
         return self.model.hidden_states(wav.float())[self.layer]
 
 
+def portable_source_path(path: str, tokenizer_dir: Path) -> str:
+    """The source path to record in a tokenizer file saved in `tokenizer_dir`: relative to that folder when
+    the source sits in the same tree (under the folder's parent, as `runs/ssl` beside `semantic/` in one
+    workdir), so a copied or moved tree still works; absolute otherwise (a model folder elsewhere)."""
+    if not path:
+        return path  # whisper: the packaged model, found on each machine
+    source, folder = Path(os.path.abspath(path)), Path(os.path.abspath(tokenizer_dir))
+    tree = folder.parent
+    if tree == Path(tree.anchor) or not source.is_relative_to(tree):
+        return str(source)
+    return os.path.relpath(source, folder)
+
+
 def resolve_source_path(path: str, relative_to: Path | None) -> Path:
-    """`path` as given, else relative to the tokenizer file; error naming both when neither exists."""
+    """`path` relative to the tokenizer file's folder, else as given (files written before paths were
+    recorded relative to it); an error naming both when neither exists."""
     given = Path(path)
-    if given.exists():
-        return given
     if relative_to is not None and not given.is_absolute() and (relative_to / given).exists():
         return relative_to / given
+    if given.exists():
+        return given
     raise FileNotFoundError(
         f"feature source {path!r} does not exist (looked in the current directory"
         + (f" and in {relative_to}" if relative_to else "")

