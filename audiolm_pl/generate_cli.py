@@ -1,11 +1,18 @@
-"""`audiolm-pl generate`: run the composite AudioLM from a pipeline YAML and write wavs + spectrograms."""
+"""`audiolm-pl generate`: run the composite AudioLM from a pipeline YAML and write wavs + spectrograms.
+
+Arguments are checked before any model loads (a bad `--seconds`, a missing prompt or an `--out` that cannot be
+written is one line and exit code 2, never a traceback after minutes of work), and each wav is written under a
+temporary name and renamed when whole, so finished audio is never lost or left half-written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 TASKS = ("continue", "acoustic", "unconditional")
+LONGEST_SECONDS = 120.0  # one generation runs token by token with no progress display: longer needs --allow-long
 
 
 def add_commands(subparsers) -> None:
@@ -21,6 +28,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--prompt-seconds", type=float, default=None, help="default: the pipeline's prompt_seconds (3)")
+    parser.add_argument("--allow-long", action="store_true",
+                        help=f"allow --seconds above {LONGEST_SECONDS:.0f} (minutes of CPU/GPU time, no progress display)")
     parser.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. sampling.coarse.temperature=0.9")
     parser.set_defaults(func=_run)
 
@@ -30,13 +39,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from audiolm_pl.config import load_config
     from audiolm_pl.data.audio import load_mono
+    from audiolm_pl.fileio import atomic_output
     from audiolm_pl.pipeline import AudioLM, PipelineConfig
     from audiolm_pl.plotting import save_spectrogram_png
 
+    check_arguments(args)
     config = load_config(PipelineConfig, args.pipeline, overrides=args.overrides)
     model = AudioLM.from_config(config)
-    if args.task != "unconditional" and args.prompt is None:
-        raise FileNotFoundError(f"--task {args.task} needs --prompt IN.wav")
     if args.task == "continue":
         import torch
 
@@ -51,12 +60,53 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = model.generate_unconditional(args.seconds, args.num_samples, args.seed)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     prompt_marker = result.prompt_samples / model.sample_rate or None
     for index, wav in enumerate(result.wav.cpu()):
         path = args.out if args.num_samples == 1 else args.out.with_name(f"{args.out.stem}-{index}{args.out.suffix}")
-        soundfile.write(path, wav.numpy(), model.sample_rate)
+        with atomic_output(path) as tmp:
+            soundfile.write(tmp, wav.numpy(), model.sample_rate, format=_audio_format(path))
         save_spectrogram_png(wav, model.sample_rate, path.with_suffix(".png"), title=f"{args.task}: {path.name}",
                              prompt_seconds=prompt_marker)
         print(f"wrote {path} ({len(wav) / model.sample_rate:.2f} s) and {path.with_suffix('.png')}")
     return 0
+
+
+def _audio_format(path: Path) -> str:
+    return path.suffix.lstrip(".").upper()
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every mistake in the arguments as a `ValueError` / `FileNotFoundError` (one line, exit 2), before any work."""
+    import soundfile
+
+    if args.task != "acoustic":
+        if not args.seconds > 0:
+            raise ValueError(f"--seconds must be > 0; got {args.seconds:g}")
+        if args.seconds > LONGEST_SECONDS and not args.allow_long:
+            raise ValueError(f"--seconds {args.seconds:g} is over {LONGEST_SECONDS:.0f} s, which runs for a long time "
+                             "with no progress display; pass --allow-long to run it anyway")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1; got {args.num_samples}")
+    if args.prompt_seconds is not None and not args.prompt_seconds > 0:
+        raise ValueError(f"--prompt-seconds must be > 0; got {args.prompt_seconds:g}")
+    if args.task != "unconditional":
+        if args.prompt is None:
+            raise FileNotFoundError(f"--task {args.task} needs --prompt IN.wav")
+        if not args.prompt.is_file():
+            raise FileNotFoundError(f"--prompt {args.prompt} does not exist or is not a file")
+    _check_writable(args.out)
+    if _audio_format(args.out) not in soundfile.available_formats():
+        raise ValueError(f"--out {args.out}: name an audio file (.wav, .flac, .ogg); soundfile cannot write "
+                         f"{args.out.suffix or 'a file without a suffix'}")
+
+
+def _check_writable(out: Path) -> None:
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; name a file such as {out / 'generated.wav'}")
+    folder = out.parent
+    while not folder.exists():  # the nearest existing folder is where the missing ones will be made
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {folder} (permission denied)")

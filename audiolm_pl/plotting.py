@@ -33,7 +33,10 @@ def spectrogram_figure(wav, sample_rate: int, title: str = "", prompt_seconds: f
 
 
 def save_spectrogram_png(wav, sample_rate: int, path: str | Path, title: str = "", prompt_seconds: float | None = None) -> Path:
+    from audiolm_pl.fileio import atomic_output
+
     path = Path(path)
     figure = spectrogram_figure(wav, sample_rate, title, prompt_seconds)
-    figure.savefig(path, dpi=100)
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
     return path

@@ -48,6 +48,11 @@ class TrainerConfig:
     run_name: Optional[str] = None  # defaults to the stage name
     resume: bool = True  # continue from <run>/checkpoints/last.ckpt when it exists
 
+    def __post_init__(self) -> None:
+        # Lightning's -1 ("no limit") has no place here: the learning-rate schedule decays over max_steps
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"trainer.max_steps must be a positive number of optimizer steps; got {self.max_steps}")
+
 
 @dataclass
 class OptimConfig:

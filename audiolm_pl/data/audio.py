@@ -6,6 +6,7 @@ job can skip the file, list it in its report, and go on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class AudioInfo:
     sample_rate: int
     frames: int
     channels: int
+    damage: str = ""  # what libsndfile corrected in the header (a truncated file), "" when the file is whole
 
     @property
     def seconds(self) -> float:
@@ -46,7 +48,19 @@ def probe(path: Path) -> AudioInfo:
         raise BadAudio(f"{path}: not audio soundfile can read ({_short(err)})") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise BadAudio(f"{path}: zero-length audio ({info.frames} frames at {info.samplerate} Hz)")
-    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
+    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels), _header_damage(info))
+
+
+def _header_damage(info) -> str:
+    """libsndfile reads a truncated file (or one whose header claims more data than it holds) up to its real end
+    and logs the header's claim as `data : 64000 (should be 31978)`: that line, in words, or ""."""
+    claim = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info, re.MULTILINE)
+    if claim:
+        claimed, held = int(claim.group(1)), int(claim.group(2))
+        if held < claimed:
+            return (f"truncated: its header promises {claimed} bytes of audio but the file holds {held}; "
+                    f"kept the {info.frames / info.samplerate:.2f} s that are there")
+    return ""
 
 
 def load_mono(path: Path, target_rate: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import soundfile
 import torch
 
 from audiolm_pl.data.shard_paths import manifest_for
-from audiolm_pl.data.stream import StreamDataModule
+from audiolm_pl.data.stream import BadSample, StreamDataModule, check_stream_fields, sample_location
 
 
 @dataclass
@@ -34,6 +34,12 @@ class AudioDataConfig:
     val_samples: int = 64  # per rank
     min_seconds: float = 0.1  # shorter clips are dropped
     seed: int = 0
+    max_bad_fraction: float = 0.1  # unreadable samples are skipped; more than this share of those read stops the run
+
+    def __post_init__(self):
+        check_stream_fields(self)
+        if self.sample_rate <= 0:
+            raise ValueError(f"data.sample_rate must be a positive number of Hz; got {self.sample_rate}")
 
 
 class AudioDecodeError(ValueError):
@@ -41,12 +47,18 @@ class AudioDecodeError(ValueError):
 
 
 def decode_audio(sample: dict, expected_rate: int) -> np.ndarray:
-    """The `flac` (or `wav`) entry of a raw WebDataset sample -> float32 (T,) mono."""
-    where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+    """The `flac` (or `wav`) entry of a raw WebDataset sample -> float32 (T,) mono.
+
+    A member that does not decode is a `BadSample` (the stream skips it); audio of the wrong rate or channel
+    count is an `AudioDecodeError` (the shards do not fit the config: the run stops)."""
+    where = sample_location(sample)
     payload = sample.get("flac") or sample.get("wav")
     if payload is None:
-        raise AudioDecodeError(f"{where} has no 'flac' or 'wav' entry (keys: {sorted(sample)})")
-    audio, rate = soundfile.read(io.BytesIO(payload), dtype="float32", always_2d=True)
+        raise BadSample(f"{where} has no 'flac' or 'wav' entry (keys: {sorted(sample)})")
+    try:
+        audio, rate = soundfile.read(io.BytesIO(payload), dtype="float32", always_2d=True)
+    except RuntimeError as err:  # soundfile.LibsndfileError
+        raise BadSample(f"{where}: cannot decode its audio ({getattr(err, 'error_string', err)})") from None
     if rate != expected_rate:
         raise AudioDecodeError(f"{where} is {rate} Hz; this config expects {expected_rate} Hz (data.sample_rate)")
     if audio.shape[1] != 1:
@@ -94,6 +106,7 @@ class AudioDataModule(StreamDataModule):
         return collate_audio(examples)
 
     def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
         for field_name in ("train_shards", "val_shards"):
             manifest = manifest_for(getattr(self.config, field_name))
             rate = manifest and manifest.get("sample_rate")

@@ -25,13 +25,36 @@ class InputFile:
     phones: tuple = field(default=())  # ((start_s, end_s, phone), ...)
 
 
-def find_audio(in_dir: Path) -> list[Path]:
+def find_audio(in_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(audio files under `in_dir`, sorted; [(path, reason)] for what looks like audio or a folder but is not
+    read: a folder named `x.wav`, a broken link or a symlink loop, a symlinked folder, which is not followed)."""
     if not in_dir.is_dir():
         raise FileNotFoundError(f"input directory {in_dir} does not exist or is not a directory")
-    files = sorted(p for p in in_dir.rglob("*") if p.is_file() and is_audio_path(p))
+    files, passed_over = [], []
+    for path in sorted(in_dir.rglob("*")):
+        if path.is_symlink() and path.is_dir():
+            passed_over.append((str(path), f"{path}: symlinked folder, not followed (it may loop); link its files instead"))
+        elif is_audio_path(path) and path.is_file():
+            files.append(path)
+        elif is_audio_path(path):
+            passed_over.append((str(path), f"{path}: {_not_a_file(path)}, not read"))
     if not files:
         raise FileNotFoundError(f"no audio files (wav, flac, ogg, mp3, ...) under {in_dir}")
-    return files
+    return files, passed_over
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return "a folder with an audio file's name"
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # "Symlink loop" (Python 3.11)
+            return "a symlink loop"
+        except OSError as err:
+            return "a symlink loop" if "loop" in str(err).lower() else "a broken symlink"
+        return "a symlink to something that is not a file"
+    return "not a regular file"
 
 
 @lru_cache(maxsize=4096)

@@ -1,11 +1,16 @@
 """`audiolm-pl data shards IN_DIR OUT_DIR`: audio folders -> WebDataset audio shards.
 
 Plan, then write. Planning reads only headers: bad files are found and listed, every good
-file gets its number of segments (at most `max_seconds` each), and segments are dealt into
+file gets its number of segments (at most `max_seconds` each, 30 s unless told otherwise, so a
+two-hour recording never becomes one sample), and segments are dealt into
 shards of `samples_per_shard` in sorted order. The plan is a pure function of the inputs
 and the options, so a rerun makes the same shards; a shard counts as done when its tar and
 its `.progress/<shard>.json` both exist, and each is written under a temporary name and
 renamed when whole, so an interrupted job leaves no half shard and a rerun finishes the rest.
+
+`report.json` lists every input that was skipped (`skipped`: unreadable, empty, a folder named
+`x.wav`, a symlink loop, ...) and every input that was kept with a warning (`notes`: a truncated
+file whose header promises more audio than it holds), each with its reason.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from audiolm_pl.fileio import atomic_write_json, temporary_path
 from audiolm_pl.data.inputs import InputFile, describe, find_audio, phones_in, unique_keys
 
 FORMAT = "audiolm_pl.audio_shards/1"
+DEFAULT_MAX_SECONDS = 30.0
 
 
 @dataclass
@@ -36,6 +42,7 @@ class ShardReport:
     samples: int
     hours: float
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong with a file that was kept)
 
     @property
     def manifest_path(self) -> Path:
@@ -48,18 +55,20 @@ class PlannedFile:
     segments: int
 
 
-def plan(inputs: list[InputFile], max_seconds: float | None, progress: bool) -> tuple[list[PlannedFile], list]:
-    """Header pass: (files with their segment counts, [(path, reason) skipped])."""
-    planned, skipped = [], []
+def plan(inputs: list[InputFile], max_seconds: float | None, progress: bool) -> tuple[list[PlannedFile], list, list]:
+    """Header pass: (files with their segment counts, [(path, reason) skipped], [(path, note) kept with a note])."""
+    planned, skipped, notes = [], [], []
     for item in tqdm(inputs, desc="probing", unit="file", disable=not progress):
         try:
-            seconds = probe(item.path).seconds
+            info = probe(item.path)
         except BadAudio as err:
             skipped.append((str(item.path), str(err)))
             continue
-        segments = max(1, math.ceil(seconds / max_seconds)) if max_seconds else 1
+        if info.damage:
+            notes.append((str(item.path), f"{item.path}: {info.damage}"))
+        segments = max(1, math.ceil(info.seconds / max_seconds)) if max_seconds else 1
         planned.append(PlannedFile(item, segments))
-    return planned, skipped
+    return planned, skipped, notes
 
 
 def deal(planned: list[PlannedFile], samples_per_shard: int) -> list[list[PlannedFile]]:
@@ -133,19 +142,24 @@ def write_shards(
     out_dir: str | Path,
     *,
     sample_rate: int = 16000,
-    max_seconds: float | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
     samples_per_shard: int = 256,
     workers: int = 1,
     progress: bool = True,
     name: str = "audio",
 ) -> ShardReport:
-    """Turn every audio file under `in_dir` into shards `out_dir/<name>-%06d.tar` + manifest + report."""
+    """Turn every audio file under `in_dir` into shards `out_dir/<name>-%06d.tar` + manifest + report.
+    Files longer than `max_seconds` become equal segments (None: never cut)."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if samples_per_shard < 1 or sample_rate < 1 or (max_seconds is not None and max_seconds <= 0):
         raise ValueError(f"need samples_per_shard >= 1, sample_rate >= 1, max_seconds > 0; got "
                          f"{samples_per_shard}, {sample_rate}, {max_seconds}")
-    inputs = unique_keys([describe(path, in_dir) for path in find_audio(in_dir)])
-    planned, skipped = plan(inputs, max_seconds, progress)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1; got {workers}")
+    audio_paths, passed_over = find_audio(in_dir)
+    inputs = unique_keys([describe(path, in_dir) for path in audio_paths])
+    planned, skipped, notes = plan(inputs, max_seconds, progress)
+    skipped = passed_over + skipped
     shard_plan = deal(planned, samples_per_shard)
     progress_dir = out_dir / ".progress"
     progress_dir.mkdir(parents=True, exist_ok=True)
@@ -170,10 +184,10 @@ def write_shards(
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
-    return _finish(out_dir, in_dir, records, skipped, sample_rate, max_seconds, samples_per_shard)
+    return _finish(out_dir, in_dir, records, skipped, notes, sample_rate, max_seconds, samples_per_shard)
 
 
-def _finish(out_dir, in_dir, records, skipped, sample_rate, max_seconds, samples_per_shard) -> ShardReport:
+def _finish(out_dir, in_dir, records, skipped, notes, sample_rate, max_seconds, samples_per_shard) -> ShardReport:
     skipped = skipped + [tuple(item) for record in records for item in record["skipped"]]
     total_seconds = sum(record["seconds"] for record in records)
     manifest = {
@@ -188,9 +202,12 @@ def _finish(out_dir, in_dir, records, skipped, sample_rate, max_seconds, samples
                     "samples_per_shard": samples_per_shard, "format": FORMAT},
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
-    report = {"skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)], "num_skipped": len(skipped)}
+    report = {"skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)], "num_skipped": len(skipped),
+              "notes": [{"path": path, "note": note} for path, note in sorted(notes)], "num_notes": len(notes),
+              "max_seconds": max_seconds}
     atomic_write_json(out_dir / "report.json", report)
-    return ShardReport(out_dir, len(records), manifest["total_samples"], total_seconds / 3600, sorted(skipped))
+    return ShardReport(out_dir, len(records), manifest["total_samples"], total_seconds / 3600, sorted(skipped),
+                       sorted(notes))
 
 
 def add_command(data_commands) -> None:
@@ -202,17 +219,24 @@ def add_command(data_commands) -> None:
     parser.add_argument("in_dir", type=Path, help="folder of audio files")
     parser.add_argument("out_dir", type=Path, help="where shards, manifest.json and report.json go")
     parser.add_argument("--sample-rate", type=int, default=16000, help="target rate in Hz (default 16000)")
-    parser.add_argument("--max-seconds", type=float, default=None, help="cut longer files into segments of at most S s")
+    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                        help=f"cut longer files into equal segments of at most S s (default {DEFAULT_MAX_SECONDS:g}; "
+                             "0 keeps every file whole)")
     parser.add_argument("--samples-per-shard", type=int, default=256, help="segments per shard (default 256)")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    report = write_shards(args.in_dir, args.out_dir, sample_rate=args.sample_rate, max_seconds=args.max_seconds,
+    max_seconds = None if args.max_seconds == 0 else args.max_seconds
+    report = write_shards(args.in_dir, args.out_dir, sample_rate=args.sample_rate, max_seconds=max_seconds,
                           samples_per_shard=args.samples_per_shard, workers=args.workers)
-    print(f"wrote {report.samples} samples ({report.hours:.3f} h) in {report.shards} shards to {args.out_dir}; "
-          f"skipped {len(report.skipped)} file(s){' (see report.json)' if report.skipped else ''}")
+    cut = f"files over {max_seconds:g} s cut into segments" if max_seconds else "files kept whole"
+    print(f"wrote {report.samples} samples ({report.hours:.3f} h) in {report.shards} shards to {args.out_dir} ({cut}); "
+          f"skipped {len(report.skipped)} file(s), {len(report.notes)} kept with a note"
+          f"{' (see report.json)' if report.skipped or report.notes else ''}")
     for path, reason in report.skipped[:10]:
         print(f"  skipped {reason}")
+    for path, note in report.notes[:10]:
+        print(f"  note {note}")
     return 0

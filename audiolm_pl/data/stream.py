@@ -10,6 +10,11 @@ interrupted one had already trained on.
 Validation streams read every shard in order, deal the samples round-robin to ranks and
 workers, and stop at a fixed count per rank (cycling if the set is small), so every rank
 runs the same number of validation steps.
+
+A sample that cannot be read (`BadSample`: a corrupt FLAC or npy member) is skipped, counted and named once
+(shard and key, a warning); the stream stops with `TooManyBadSamples` only when more than `max_bad_fraction`
+of the samples it has read were bad (judged after `MIN_SAMPLES_BEFORE_JUDGING`, so one early bad sample
+does not stop a run).
 """
 
 from __future__ import annotations
@@ -25,9 +30,65 @@ from torch.utils.data import DataLoader, IterableDataset
 
 log = logging.getLogger(__name__)
 
-# make_example(raw_sample, rng) -> example dict, or None to drop the sample (bad item).
+# make_example(raw_sample, rng) -> example dict, or None to drop the sample (too short); raises BadSample
+# for a sample that cannot be read.
 MakeExample = Callable[[dict, random.Random], Optional[dict]]
 Collate = Callable[[list[dict]], dict]
+
+
+MIN_SAMPLES_BEFORE_JUDGING = 20
+_named_bad_samples: set[str] = set()  # per process: training resamples shards, and validation reads them again
+
+
+class BadSample(ValueError):
+    """A sample in a shard cannot be read; the message names shard and key. The stream skips it."""
+
+
+class TooManyBadSamples(ValueError):
+    """More than `max_bad_fraction` of the samples read were bad: the shards need rewriting."""
+
+
+def sample_location(sample: dict) -> str:
+    """`shard.tar:key` of a raw WebDataset sample, for messages."""
+    return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+
+
+class BadSampleCounter:
+    """Counts read and bad samples of one stream (in one process: a dataloader worker counts its own share); warns
+    once per bad sample and process, and raises past the threshold."""
+
+    def __init__(self, max_bad_fraction: float):
+        self.max_bad_fraction = max_bad_fraction
+        self.seen = 0
+        self.bad = 0
+
+    def read(self) -> None:
+        self.seen += 1
+
+    def skip(self, err: BadSample, where: str) -> None:
+        self.bad += 1
+        if where not in _named_bad_samples:
+            _named_bad_samples.add(where)
+            log.warning("skipping unreadable sample %s (%d bad of %d read so far)", err, self.bad, self.seen)
+        if self.seen >= MIN_SAMPLES_BEFORE_JUDGING and self.bad > self.max_bad_fraction * self.seen:
+            raise TooManyBadSamples(
+                f"{self.bad} of {self.seen} samples read were unreadable (more than data.max_bad_fraction="
+                f"{self.max_bad_fraction}); last: {err}. Rewrite the shards (audiolm-pl data shards) or raise the limit"
+            )
+
+
+def check_stream_fields(config) -> None:
+    """The checks every `data:` block of a stream shares (audio and token data): one message per mistake."""
+    if not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise ValueError(f"data.batch_size must be a positive integer; got {config.batch_size}")
+    if config.crop_seconds <= 0:
+        raise ValueError(f"data.crop_seconds must be > 0 (seconds per training crop); got {config.crop_seconds}")
+    if config.num_workers < 0:
+        raise ValueError(f"data.num_workers must be >= 0; got {config.num_workers}")
+    if config.val_samples < 1:
+        raise ValueError(f"data.val_samples must be a positive integer; got {config.val_samples}")
+    if not 0 <= config.max_bad_fraction <= 1:
+        raise ValueError(f"data.max_bad_fraction must be between 0 and 1; got {config.max_bad_fraction}")
 
 
 @dataclass
@@ -50,6 +111,7 @@ class ShardStream(IterableDataset):
         batches_per_epoch: int = 100,
         samples_per_rank: int = 64,
         num_workers: int = 0,
+        max_bad_fraction: float = 0.1,
     ):
         super().__init__()
         self.shards = list(shards)
@@ -62,17 +124,21 @@ class ShardStream(IterableDataset):
         self.batches_per_epoch = batches_per_epoch  # per rank (train)
         self.samples_per_rank = samples_per_rank  # (validation)
         self.num_workers = num_workers
+        self.bad_samples = BadSampleCounter(max_bad_fraction)  # over every pass of this stream (in this process)
         self.position = StreamPosition()
 
     # -- shard selection ---------------------------------------------------------------
-    def _reader_shards(self, rank: int, world: int, worker: int, num_workers: int) -> list[str]:
-        readers = world * num_workers
-        if len(self.shards) < readers:
+    def check_readers(self, world: int, num_workers: int) -> None:
+        """Refuse more readers than training shards; called in the main process before any worker starts."""
+        if len(self.shards) < world * max(num_workers, 1):
             raise ValueError(
                 f"{len(self.shards)} training shards cannot be split over {world} ranks x {num_workers} "
-                f"dataloader workers; use at most {len(self.shards) // max(world, 1)} workers per rank "
+                f"dataloader workers; set data.num_workers to at most {len(self.shards) // max(world, 1)} "
                 "or write more, smaller shards (--samples-per-shard)"
             )
+
+    def _reader_shards(self, rank: int, world: int, worker: int, num_workers: int) -> list[str]:
+        self.check_readers(world, num_workers)
         by_node = self.shards[rank::world]  # split_by_node
         return by_node[worker::num_workers]  # split_by_worker
 
@@ -130,7 +196,12 @@ class ShardStream(IterableDataset):
     def _batches(self, raw: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         pending: list[dict] = []
         for sample in raw:
-            example = self.make_example(sample, rng)
+            self.bad_samples.read()
+            try:
+                example = self.make_example(sample, rng)
+            except BadSample as err:
+                self.bad_samples.skip(err, sample_location(sample))
+                continue
             if example is None:
                 continue
             pending.append(example)
@@ -222,10 +293,19 @@ class StreamDataModule(L.LightningDataModule):
             batches_per_epoch=max(1, c.samples_per_epoch // c.batch_size),
             samples_per_rank=c.val_samples,
             num_workers=c.num_workers,
+            max_bad_fraction=c.max_bad_fraction,
         )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Refuse more dataloader workers than training shards here, in the main process: Lightning starts the
+        validation workers (sanity check) before it asks for the training loader."""
+        if stage in (None, "fit"):
+            stream = self._stream(train=True)
+            stream.check_readers(self.trainer.world_size if self.trainer else 1, stream.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         stream = self._stream(train=True)
+        stream.check_readers(self.trainer.world_size if self.trainer else 1, stream.num_workers)
         return EpochLoader(stream, resume_position(self.trainer, stream.batches_per_epoch))
 
     def val_dataloader(self) -> DataLoader:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from audiolm_pl.data.shard_paths import manifest_for, read_manifest, resolve_shards
-from audiolm_pl.data.stream import StreamDataModule
+from audiolm_pl.data.stream import BadSample, StreamDataModule, check_stream_fields, sample_location
 from audiolm_pl.lm.layouts import IGNORE, SemanticLayout
 from audiolm_pl.tokens import TokenSpec, require_same_spec
 
@@ -42,6 +42,10 @@ class TokenDataConfig:
     # silence that ends an utterance (unpacked, every crop of short clips ends in silence, and a model trained on
     # them continues a prompt with seconds of it)
     pack: bool = False
+    max_bad_fraction: float = 0.1  # unreadable samples are skipped; more than this share of those read stops the run
+
+    def __post_init__(self):
+        check_stream_fields(self)
 
 
 def read_token_specs(shards: str) -> dict[str, TokenSpec]:
@@ -74,6 +78,16 @@ def load_npy(payload: bytes) -> np.ndarray:
     return np.load(io.BytesIO(payload), allow_pickle=False)
 
 
+def read_member(sample: dict, name: str) -> np.ndarray:
+    """The `name` (e.g. "semantic.npy") array of a raw token sample, or `BadSample` naming shard and key."""
+    if name not in sample:
+        raise BadSample(f"{sample_location(sample)} has no {name!r} entry (keys: {sorted(sample)})")
+    try:
+        return load_npy(sample[name])
+    except (ValueError, EOFError, OSError) as err:  # what np.load raises on a truncated or garbled .npy
+        raise BadSample(f"{sample_location(sample)}: cannot read {name} ({err})") from None
+
+
 class TokenCropper:
     """raw token sample -> layout `Example` of an aligned crop (or None if the clip is too short)."""
 
@@ -90,9 +104,9 @@ class TokenCropper:
 
     def __call__(self, sample: dict, rng: random.Random):
         if self.pack:
-            return self._packed(load_npy(sample["semantic.npy"]).astype(np.int64), rng)
-        semantic = load_npy(sample["semantic.npy"]).astype(np.int64)  # (T_s,)
-        acoustic = load_npy(sample["acoustic.npy"]).astype(np.int64)  # (T_a, Q)
+            return self._packed(read_member(sample, "semantic.npy").astype(np.int64), rng)
+        semantic = read_member(sample, "semantic.npy").astype(np.int64)  # (T_s,)
+        acoustic = read_member(sample, "acoustic.npy").astype(np.int64)  # (T_a, Q)
         usable = min(len(semantic), int(len(acoustic) / self.ratio))  # semantic frames with acoustic cover
         if usable < self.min_frames:
             return None
@@ -142,6 +156,7 @@ class TokenDataModule(StreamDataModule):
         self.token_specs = token_specs or read_token_specs(config.train_shards)
 
     def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
         val_specs = read_token_specs(self.config.val_shards)
         for role, spec in self.token_specs.items():
             require_same_spec(spec, val_specs[role], consumer=f"data.train_shards={self.config.train_shards!r}",
