@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # AudioLM pulls in every stage; import it only when asked for
     if name == "AudioLM":
-        from audiolm_pl.pipeline import AudioLM
+        from audiolm_pl.inference import AudioLM
 
         return AudioLM
     raise AttributeError(f"module 'audiolm_pl' has no attribute {name!r}")

@@ -17,10 +17,10 @@ COMMAND_MODULES = (
     "audiolm_pl.data.cli",  # data shards | speech | piano
     "audiolm_pl.codec.cli",  # codec roundtrip | encode | decode
     "audiolm_pl.semantic.cli",
-    "audiolm_pl.tokenize_cli",
-    "audiolm_pl.generate_cli",  # generate
+    "audiolm_pl.jobs.tokenize_cli",
+    "audiolm_pl.inference.cli",  # generate
     "audiolm_pl.evaluation.cli",  # eval
-    "audiolm_pl.main_job",  # main
+    "audiolm_pl.jobs.main",  # main
 )
 
 

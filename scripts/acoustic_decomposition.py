@@ -20,7 +20,7 @@ from audiolm_pl.evaluation.sections import has_reference_text
 from audiolm_pl.evaluation.selection import load_eval_utterances
 from audiolm_pl.evaluation.text import error_rates
 from audiolm_pl.lm import generate_coarse, generate_fine
-from audiolm_pl.pipeline import AudioLM
+from audiolm_pl.inference.audiolm import AudioLM
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def tiny_run(audio_shards, tmp_path_factory):
     """The main job after its corpus steps, on the synthetic shards: every stage trains 3 steps."""
     import shutil
 
-    from audiolm_pl.main_job import MainJobConfig, run_main_job
+    from audiolm_pl.jobs.main import MainJobConfig, run_main_job
 
     root = tmp_path_factory.mktemp("main_job")
     for split in ("train", "val"):

@@ -101,7 +101,7 @@ def trained_codec(audio_shards, tmp_path_factory):
 
 
 def test_training_logs_losses_metrics_and_media(trained_codec):
-    from audiolm_pl.report import last_scalars
+    from audiolm_pl.jobs.report import last_scalars
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     figures = last_scalars(trained_codec)

@@ -91,7 +91,7 @@ def test_every_shipped_stage_config_loads_strictly(stage, path):
 
 
 def test_pipeline_config_loads():
-    from audiolm_pl.pipeline import PipelineConfig
+    from audiolm_pl.inference.audiolm import PipelineConfig
 
     for path in (CONF_DIR / "pipeline").glob("*.yaml"):
         config = load_config(PipelineConfig, path)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import soundfile
 
-from audiolm_pl.data.corpus_text import split_sentences
-from audiolm_pl.data.corpus_tts import speakers
+from audiolm_pl.corpus.text import split_sentences
+from audiolm_pl.corpus.tts import speakers
 
 needs_tts = pytest.mark.skipif(
     any(shutil.which(engine) is None for engine in ("espeak-ng", "flite", "festival")),
@@ -57,7 +57,7 @@ def test_speech_corpus_layout_audio_text_and_phones(tmp_path):
         assert all(a <= b for (a, b, _) in phones) and all(p[1] <= q[0] + 1e-6 for p, q in zip(phones, phones[1:]))
         assert abs(phones[-1][1] - duration) < 0.1
     mtimes = {wav: wav.stat().st_mtime_ns for wav in wavs}
-    from audiolm_pl.data.corpus_speech import make_speech_corpus
+    from audiolm_pl.corpus.speech import make_speech_corpus
 
     make_speech_corpus(out, 0.004, workers=1, progress=False)  # resume: nothing is made again
     assert {wav: wav.stat().st_mtime_ns for wav in sorted(out.rglob("*.wav"))} == mtimes
@@ -68,7 +68,7 @@ def test_piano_render_of_one_score(tmp_path):
     pytest.importorskip("music21")
     from music21 import corpus
 
-    from audiolm_pl.data.corpus_piano import render_work
+    from audiolm_pl.corpus.piano import render_work
 
     score = corpus.getWork("bwv66.6")
     target = tmp_path / "train" / "bach" / "bwv66_6.wav"

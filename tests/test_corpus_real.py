@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from audiolm_pl.data.audio import BadAudio
-from audiolm_pl.data.corpus_real import (
+from audiolm_pl.corpus.real import (
     DOC_ROOT, PAUSE_SECONDS, SAMPLE_RATE, SOUNDS_ROOT, VOICES, Prompt, decode_prompt, group_prompts, make_real_corpus,
     read_licence, read_transcripts, split_of, trim_edges, write_utterance,
 )

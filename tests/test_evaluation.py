@@ -240,7 +240,7 @@ def test_evaluate_pipeline_with_local_transformers_judges(tiny_run, tmp_path):
                               Wav2Vec2Processor, WavLMConfig, WavLMForXVector)
 
     from audiolm_pl.evaluation import EvalConfig, evaluate_pipeline, load_eval_utterances
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
 
     small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
                  conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)

@@ -104,7 +104,7 @@ def trained_frame_codec(audio_shards, tmp_path_factory):
 
 
 def test_frame_codec_trains_through_the_codec_module(trained_frame_codec):
-    from audiolm_pl.report import last_scalars
+    from audiolm_pl.jobs.report import last_scalars
 
     figures = last_scalars(trained_frame_codec)
     for tag in ("train/mel", "train/stft", "train/complex_stft", "train/adversarial", "train/discriminator",
@@ -118,7 +118,7 @@ def test_frame_codec_trains_through_the_codec_module(trained_frame_codec):
 
 
 def test_no_discriminator_when_its_weights_are_zero(audio_shards, tmp_path):
-    from audiolm_pl.report import last_scalars
+    from audiolm_pl.jobs.report import last_scalars
 
     config = load_stage_config("codec", "tiny", "cpu", [
         f"data.train_shards={audio_shards.train}", f"data.val_shards={audio_shards.val}", "trainer.max_steps=3",

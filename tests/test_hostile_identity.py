@@ -86,7 +86,7 @@ def test_lm_checkpoint_from_before_identities_loads_with_a_warning(tiny_run, tmp
 
 def test_generate_from_another_directory_and_from_a_moved_copy(tiny_run, tmp_path, monkeypatch):
     from audiolm_pl.config import load_config
-    from audiolm_pl.pipeline import PipelineConfig
+    from audiolm_pl.inference.audiolm import PipelineConfig
 
     pipeline = tiny_run.root / "pipeline.yaml"
     assert str(tiny_run.root) not in pipeline.read_text()  # the main job writes paths relative to the YAML

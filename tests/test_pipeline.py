@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY_RUN_STEPS
 
-from audiolm_pl.main_job import run_main_job
+from audiolm_pl.jobs.main import run_main_job
 
 
 def test_main_job_leaves_a_continuation_that_starts_with_the_prompt(tiny_run):
@@ -41,7 +41,7 @@ def test_rerun_skips_finished_steps(tiny_run):
 
 def test_composite_refuses_a_stage_trained_on_other_tokens(tiny_run, audio_shards):
     from audiolm_pl.cli import main
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
     from audiolm_pl.tokens import TokenSpecMismatch
 
     other = tiny_run.root / "semantic" / "other.safetensors"
@@ -69,7 +69,7 @@ def test_generate_command_tasks(tiny_run, tmp_path, task):
 
 
 def test_seeded_generation_repeats(tiny_run):
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
 
     model = AudioLM.from_config(tiny_run.root / "pipeline.yaml")
     first = model.generate_unconditional(0.5, num_samples=1, seed=7)
@@ -78,7 +78,7 @@ def test_seeded_generation_repeats(tiny_run):
 
 
 def test_long_outputs_go_past_the_coarse_context(tiny_run):
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
 
     model = AudioLM.from_config(tiny_run.root / "pipeline.yaml")
     seconds = 3 * model.coarse_lm.chunk_seconds  # three trained crops
@@ -111,7 +111,7 @@ def test_continuation_ids_are_placed_at_their_times():
     (deduplicated) ids share the frames that are left, not the whole output."""
     from types import SimpleNamespace
 
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
 
     model = SimpleNamespace(codec=SimpleNamespace(frame_rate=50.0), semantic_tokenizer=SimpleNamespace(frame_rate=25.0))
     times = AudioLM._semantic_times(model, num_ids=75 + 100, prompt_ids=75, frames=500)  # 3 s prompt, 10 s out

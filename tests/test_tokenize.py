@@ -60,7 +60,7 @@ def make_semantic_tokenizer(audio_dir, path):
 
 
 def tokenize(codec, tokenizer, hashes, source, out, **kwargs):
-    from audiolm_pl.tokenize import tokenize_shards
+    from audiolm_pl.jobs.tokenize_shards import tokenize_shards
 
     return tokenize_shards(codec, tokenizer, source, out, codec_hash=hashes[0], semantic_hash=hashes[1],
                            batch_size=3, **kwargs)
@@ -152,7 +152,7 @@ def test_rerun_skips_finished_shards_and_rewrites_missing_ones(token_shards, tmp
 
 
 def test_refuses_to_append_tokens_of_other_checkpoints(token_shards, tmp_path):
-    from audiolm_pl.tokenize import TokenizeError
+    from audiolm_pl.jobs.tokenize_shards import TokenizeError
 
     out = tmp_path / "copy"
     shutil.copytree(token_shards.train, out)
@@ -162,7 +162,7 @@ def test_refuses_to_append_tokens_of_other_checkpoints(token_shards, tmp_path):
 
 
 def test_refuses_mismatched_sample_rates(token_shards, tmp_path):
-    from audiolm_pl.tokenize import TokenizeError
+    from audiolm_pl.jobs.tokenize_shards import TokenizeError
 
     codec_8k = SimpleNamespace(sample_rate=8000, frame_rate=50.0)  # only its rates are read before refusing
     with pytest.raises(TokenizeError, match="sample rates differ"):
@@ -172,9 +172,10 @@ def test_refuses_mismatched_sample_rates(token_shards, tmp_path):
 def test_cli_has_tokenize_command():
     import argparse
 
-    from audiolm_pl import cli, tokenize_cli
+    from audiolm_pl import cli
+    from audiolm_pl.jobs import tokenize_cli
 
-    assert "audiolm_pl.tokenize_cli" in cli.COMMAND_MODULES
+    assert "audiolm_pl.jobs.tokenize_cli" in cli.COMMAND_MODULES
     parser = argparse.ArgumentParser()
     tokenize_cli.add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tokenize", "--codec", "c.ckpt", "--semantic", "s.safetensors", "in", "out"])

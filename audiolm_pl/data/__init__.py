@@ -1,1 +1,1 @@
-"""Audio on disk: reading and validating files, WebDataset shards, the embedded corpus, DataModules."""
+"""Audio on disk: reading and validating files, WebDataset shards, training streams, DataModules."""

@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from audiolm_pl.evaluation.packages import MissingEvalPackage
     from audiolm_pl.evaluation.runner import evaluate_pipeline
     from audiolm_pl.evaluation.selection import load_eval_utterances
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
     from audiolm_pl.semantic.corpus import shard_files
 
     config = EvalConfig(per_speaker=args.per_speaker, prompt_seconds=args.prompt_seconds, seconds=args.seconds,

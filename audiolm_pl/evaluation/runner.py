@@ -23,7 +23,7 @@ from audiolm_pl.evaluation.selection import speaker_group
 from audiolm_pl.semantic.corpus import Utterance
 
 if TYPE_CHECKING:
-    from audiolm_pl.pipeline import AudioLM
+    from audiolm_pl.inference.audiolm import AudioLM
 
 SECTIONS = ("codec", "acoustic", "continuation")
 

@@ -17,9 +17,9 @@ import numpy as np
 import soundfile
 import soxr
 
-from audiolm_pl.data.corpus_rounds import make_in_rounds, write_summary
-from audiolm_pl.data.corpus_text import load_sentences
-from audiolm_pl.data.corpus_tts import Speaker, TTSFailure, require_engines, speakers, synthesize
+from audiolm_pl.corpus.rounds import make_in_rounds, write_summary
+from audiolm_pl.corpus.text import load_sentences
+from audiolm_pl.corpus.tts import Speaker, TTSFailure, require_engines, speakers, synthesize
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000

@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     from audiolm_pl.config import load_config
     from audiolm_pl.data.audio import load_mono
     from audiolm_pl.fileio import atomic_output
-    from audiolm_pl.pipeline import AudioLM, PipelineConfig
+    from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig
     from audiolm_pl.plotting import save_spectrogram_png
 
     check_arguments(args)

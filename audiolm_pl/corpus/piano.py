@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from audiolm_pl.data.corpus_rounds import make_in_rounds, write_summary
+from audiolm_pl.corpus.rounds import make_in_rounds, write_summary
 
 SAMPLE_RATE = 16000
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2")

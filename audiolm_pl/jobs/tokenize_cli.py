@@ -26,7 +26,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     from audiolm_pl.codec import load_codec
     from audiolm_pl.config import load_config, resolve_config_path
     from audiolm_pl.semantic import load_tokenizer
-    from audiolm_pl.tokenize import tokenize_shards
+    from audiolm_pl.jobs.tokenize_shards import tokenize_shards
     from audiolm_pl.training import TrainerConfig
 
     preset = load_config(TrainerConfig, resolve_config_path("trainer", args.trainer))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from audiolm_pl.fileio import atomic_write_json
-from audiolm_pl.report import export_prompts, last_scalars, write_markdown_report
+from audiolm_pl.jobs.report import export_prompts, last_scalars, write_markdown_report
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class MainJobConfig:
 
 
 def step_speech_corpus(config: MainJobConfig) -> dict:
-    from audiolm_pl.data.corpus_speech import make_speech_corpus
+    from audiolm_pl.corpus.speech import make_speech_corpus
 
     make_speech_corpus(config.root / "corpus" / "speech", hours=config.speech_hours, seed=config.seed, workers=config.workers)
     return {}
@@ -78,7 +78,7 @@ def step_speech_corpus(config: MainJobConfig) -> dict:
 
 def step_real_corpus(config: MainJobConfig) -> dict:
     """Real voices from Debian packages (scripts/install_system_deps.sh); held-out utterances go to val."""
-    from audiolm_pl.data.corpus_real import make_real_corpus
+    from audiolm_pl.corpus.real import make_real_corpus
 
     if not config.real_speech:
         return {}
@@ -87,7 +87,7 @@ def step_real_corpus(config: MainJobConfig) -> dict:
 
 
 def step_piano_corpus(config: MainJobConfig) -> dict:
-    from audiolm_pl.data.corpus_piano import make_piano_corpus
+    from audiolm_pl.corpus.piano import make_piano_corpus
 
     if config.piano_hours <= 0:
         return {}
@@ -182,7 +182,7 @@ def _lm_step(stage: str):
 
 def write_pipeline_yaml(config: MainJobConfig) -> Path:
     from audiolm_pl.config import save_yaml
-    from audiolm_pl.pipeline import PipelineConfig
+    from audiolm_pl.inference.audiolm import PipelineConfig
 
     # paths relative to the YAML (config.py): the workdir can be moved or read from any directory
     pipeline = PipelineConfig(codec="runs/codec", semantic_tokenizer="semantic/tokenizer.safetensors",

@@ -28,7 +28,7 @@ import soxr
 from tqdm import tqdm
 
 from audiolm_pl.data.audio import BadAudio
-from audiolm_pl.data.corpus_rounds import CorpusTally, write_summary
+from audiolm_pl.corpus.rounds import CorpusTally, write_summary
 from audiolm_pl.fileio import atomic_write_json, atomic_write_text, temporary_path
 
 SOUNDS_ROOT, DOC_ROOT = Path("/usr/share/asterisk/sounds"), Path("/usr/share/doc")
@@ -111,7 +111,7 @@ def read_licence(voice: Voice, doc_root: Path) -> dict:
         credits = ""
     if licence != voice.licence:
         raise ValueError(f"{path} gives the licence {licence!r} for {voice.speaker}, not {voice.licence!r} as "
-                         "reviewed: read the new terms, then update VOICES in audiolm_pl/data/corpus_real.py")
+                         "reviewed: read the new terms, then update VOICES in audiolm_pl/corpus/real.py")
     return {"package": voice.package, "version": package_version(voice.package), "licence": licence,
             "copyright": holder, "credits": credits, "source": source, "copyright_file": str(path),
             "speaker": voice.speaker, "language": voice.language, "sex": voice.sex}

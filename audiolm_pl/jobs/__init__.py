@@ -1,0 +1,1 @@
+"""Jobs that drive the stages: tokenizing shards, the main job and its report."""
