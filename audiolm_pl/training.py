@@ -5,6 +5,8 @@ Each stage module (see `registry.STAGES`) provides a run-config dataclass with a
 function. `train_stage` turns that into a run directory holding TensorBoard logs,
 `checkpoints/last.ckpt` (resumed exactly on a rerun; the newest readable `step*.ckpt` when it is
 torn), and the resolved `config.yaml`, locked against a second training (run_directory.py).
+`fit_stage` does the same and also returns the run's final figures (`TrainResult`), so a job
+reads them from the call rather than back from the TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -142,8 +144,22 @@ def load_stage_config(
     return config_lib.load_config(spec.config_class(), path, overrides=overrides, at=at)
 
 
+@dataclass
+class TrainResult:
+    """What `fit_stage` leaves: the run directory and the figures the run logged last."""
+
+    directory: Path  # config.yaml, tb/ (TensorBoard), checkpoints/last.ckpt
+    step: int  # the step of the last logged figures: batches that stepped the optimisers (TensorBoard's x axis)
+    metrics: dict[str, float]  # each logged metric's last value: train/* of the last step, val/* of the last validation
+
+
 def train_stage(stage: str, run_config: Any) -> Path:
     """Train `stage` with a resolved run config; returns the run directory."""
+    return fit_stage(stage, run_config).directory
+
+
+def fit_stage(stage: str, run_config: Any) -> TrainResult:
+    """Train `stage` with a resolved run config; returns the run directory and the final figures."""
     import lightning as L
 
     spec = registry.get_stage(stage)
@@ -152,11 +168,12 @@ def train_stage(stage: str, run_config: Any) -> Path:
     directory = run_dir(tc, stage)
     directory.mkdir(parents=True, exist_ok=True)
     with run_lock(directory):  # before anything is written: a second training is refused here
-        _fit(stage, spec, run_config, directory)
-    return directory
+        step, metrics = _fit(stage, spec, run_config, directory)
+    return TrainResult(directory, step, metrics)
 
 
-def _fit(stage: str, spec, run_config: Any, directory: Path) -> None:
+def _fit(stage: str, spec, run_config: Any, directory: Path) -> tuple[int, dict[str, float]]:
+    """Fit, save `last.ckpt`, validate once more; returns (logged step, last value of every logged metric)."""
     tc: TrainerConfig = run_config.trainer
     config_lib.save_yaml(run_config, directory / "config.yaml")
     module, datamodule = spec.build(run_config)
@@ -171,8 +188,18 @@ def _fit(stage: str, spec, run_config: Any, directory: Path) -> None:
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # each `validate` starts callback_metrics afresh, so keep fit's (train/*, earlier val/*) first
+        metrics = _floats(trainer.callback_metrics)
         if not tc.fast_dev_run and "spawn" not in str(tc.strategy):
             # a run stopped by max_time or max_steps between checkpoint intervals keeps its last steps
             trainer.save_checkpoint(last, weights_only=False)  # full state (optimizers, loops) for resuming
             if tc.limit_val_batches:
                 trainer.validate(module, datamodule=datamodule, verbose=False)  # end-of-training figures
+                metrics.update(_floats(trainer.callback_metrics))
+    # the logger's step, not global_step: a GAN's two optimizers make global_step count each batch twice
+    return trainer.fit_loop.epoch_loop._batches_that_stepped, metrics
+
+
+def _floats(metrics: dict) -> dict[str, float]:
+    """Lightning's metric tensors -> plain floats."""
+    return {name: float(value) for name, value in metrics.items()}

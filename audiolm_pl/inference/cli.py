@@ -1,4 +1,5 @@
-"""`audiolm-pl generate`: run the composite AudioLM from a pipeline YAML and write wavs + spectrograms.
+"""`audiolm-pl generate`: run the composite AudioLM from a pipeline YAML and write wavs + spectrograms
+(`inference.generate.generate_files`).
 
 Arguments are checked before any model loads (a bad `--seconds`, a missing prompt or an `--out` that cannot be
 written is one line and exit code 2, never a traceback after minutes of work), and each wav is written under a
@@ -11,7 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
-TASKS = ("continue", "acoustic", "unconditional")
+from audiolm_pl.inference.generate import TASKS, audio_format
+
 LONGEST_SECONDS = 120.0  # one generation runs token by token with no progress display: longer needs --allow-long
 
 
@@ -35,44 +37,19 @@ def add_commands(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import soundfile
-
     from audiolm_pl.config import load_config
-    from audiolm_pl.data.audio import load_mono
-    from audiolm_pl.fileio import atomic_output
     from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig
-    from audiolm_pl.plotting import save_spectrogram_png
+    from audiolm_pl.inference.generate import generate_files
 
     check_arguments(args)
     config = load_config(PipelineConfig, args.pipeline, overrides=args.overrides)
     model = AudioLM.from_config(config)
-    if args.task == "continue":
-        import torch
-
-        prompt_seconds = args.prompt_seconds or config.prompt_seconds
-        prompt = torch.from_numpy(load_mono(args.prompt, model.sample_rate))[: int(prompt_seconds * model.sample_rate)]
-        result = model.continue_audio(prompt, args.seconds, args.num_samples, args.seed)
-    elif args.task == "acoustic":
-        import torch
-
-        source = torch.from_numpy(load_mono(args.prompt, model.sample_rate))
-        result = model.generate_acoustics(wav=source, num_samples=args.num_samples, seed=args.seed)
-    else:
-        result = model.generate_unconditional(args.seconds, args.num_samples, args.seed)
-
-    prompt_marker = result.prompt_samples / model.sample_rate or None
-    for index, wav in enumerate(result.wav.cpu()):
-        path = args.out if args.num_samples == 1 else args.out.with_name(f"{args.out.stem}-{index}{args.out.suffix}")
-        with atomic_output(path) as tmp:
-            soundfile.write(tmp, wav.numpy(), model.sample_rate, format=_audio_format(path))
-        save_spectrogram_png(wav, model.sample_rate, path.with_suffix(".png"), title=f"{args.task}: {path.name}",
-                             prompt_seconds=prompt_marker)
-        print(f"wrote {path} ({len(wav) / model.sample_rate:.2f} s) and {path.with_suffix('.png')}")
+    written = generate_files(model, args.task, args.out, prompt=args.prompt, seconds=args.seconds,
+                             num_samples=args.num_samples, seed=args.seed,
+                             prompt_seconds=args.prompt_seconds or config.prompt_seconds)
+    for file in written:
+        print(f"wrote {file.path} ({file.seconds:.2f} s) and {file.spectrogram}")
     return 0
-
-
-def _audio_format(path: Path) -> str:
-    return path.suffix.lstrip(".").upper()
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -95,7 +72,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         if not args.prompt.is_file():
             raise FileNotFoundError(f"--prompt {args.prompt} does not exist or is not a file")
     _check_writable(args.out)
-    if _audio_format(args.out) not in soundfile.available_formats():
+    if audio_format(args.out) not in soundfile.available_formats():
         raise ValueError(f"--out {args.out}: name an audio file (.wav, .flac, .ogg); soundfile cannot write "
                          f"{args.out.suffix or 'a file without a suffix'}")
 

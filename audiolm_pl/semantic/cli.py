@@ -16,6 +16,9 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 
 def parse_source(text: str, layer: int, sample_rate: int, whisper=None):
@@ -111,7 +114,25 @@ def whisper_config(args: argparse.Namespace):
     return config
 
 
-def run_kmeans(args: argparse.Namespace) -> int:
+@dataclass
+class KMeansFit:
+    """What `fit_kmeans` made."""
+
+    tokenizer: Any  # KMeansSemanticTokenizer: wav (B, T) -> ids (B, T_s)
+    path: Optional[Path]  # the tokenizer file; None on ranks other than 0, which write nothing
+    seconds: float  # wall time of feature extraction + k-means
+
+
+def fit_kmeans(source, shards: Sequence[str | Path], out: str | Path, *, clusters: int = 1024, frame_rate: float = 25.0,
+               max_frames: int = 1_000_000, epochs: int = 10, batch_size: int = 10000, normalize: bool = True,
+               device: Optional[str] = None, seed: int = 0) -> KMeansFit:
+    """Fit a k-means semantic tokenizer on `source` features (a `FeatureSource`, e.g. from `parse_source`) of the
+    utterances of `shards` and write it to `out` (.safetensors).
+
+    Utterances are drawn from each of `shards` in turn, so `max_frames` (per rank) samples all of them. Under
+    torchrun each rank reads every WORLD_SIZE-th utterance and the k-means is all-reduced; rank 0 writes the file.
+    device: "cpu" | "cuda" | "cuda:N"; None = CUDA when there is one.
+    """
     import torch
 
     from audiolm_pl.semantic.corpus import iter_utterances
@@ -119,12 +140,12 @@ def run_kmeans(args: argparse.Namespace) -> int:
     from audiolm_pl.semantic.tokenizer import FramePipeline, fit_tokenizer
 
     rank, world = _rank_and_world()
-    device = f"cuda:{torch.cuda.current_device()}" if args.device == "cuda" else args.device
-    source = parse_source(args.source, args.layer, args.sample_rate, whisper_config(args))
-    frames = FramePipeline(source, args.frame_rate)
+    device = device or ("cuda" if _cuda() else "cpu")
+    device = f"cuda:{torch.cuda.current_device()}" if device == "cuda" else device
+    frames = FramePipeline(source, frame_rate)
 
-    def wavs():  # utterances of every --shards argument in turn, so max_frames samples all of them
-        streams = [iter_utterances(shards, args.sample_rate) for shards in args.shards]
+    def wavs():  # utterances of every shard argument in turn
+        streams = [iter_utterances(shard, source.sample_rate) for shard in shards]
         index = 0
         while streams:
             for stream in list(streams):
@@ -137,12 +158,25 @@ def run_kmeans(args: argparse.Namespace) -> int:
                 index += 1
 
     started = time.time()
-    config = KMeansConfig(num_clusters=args.clusters, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
-    tokenizer = fit_tokenizer(frames, wavs(), config, args.max_frames, not args.no_normalize, device)
+    config = KMeansConfig(num_clusters=clusters, batch_size=batch_size, epochs=epochs, seed=seed)
+    tokenizer = fit_tokenizer(frames, wavs(), config, max_frames, normalize, device)
+    seconds = round(time.time() - started, 1)
+    path = None
     if rank == 0:
-        extra = {"shards": args.shards, "max_frames": args.max_frames, "kmeans": vars(config), "seconds": round(time.time() - started, 1)}
-        path = tokenizer.save(args.out, extra=extra)
-        print(f"semantic tokenizer {path}: {tokenizer.token_spec.describe()}, source {describe_source(source)}, {extra['seconds']} s")
+        extra = {"shards": [str(shard) for shard in shards], "max_frames": max_frames, "kmeans": vars(config),
+                 "seconds": seconds}
+        path = tokenizer.save(out, extra=extra)
+    return KMeansFit(tokenizer, path, seconds)
+
+
+def run_kmeans(args: argparse.Namespace) -> int:
+    source = parse_source(args.source, args.layer, args.sample_rate, whisper_config(args))
+    fit = fit_kmeans(source, args.shards, args.out, clusters=args.clusters, frame_rate=args.frame_rate,
+                     max_frames=args.max_frames, epochs=args.epochs, batch_size=args.batch_size,
+                     normalize=not args.no_normalize, device=args.device, seed=args.seed)
+    if fit.path is not None:
+        print(f"semantic tokenizer {fit.path}: {fit.tokenizer.token_spec.describe()}, source {describe_source(source)}, "
+              f"{fit.seconds} s")
     return 0
 
 
