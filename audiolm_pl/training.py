@@ -184,8 +184,8 @@ def _fit(stage: str, spec, run_config: Any, directory: Path) -> tuple[int, dict[
     if resume_from:
         log.info("resuming %s from %s", stage, resume_from)
     with warnings.catch_warnings():
-        # our training streams resume by position (data/stream.py), which Lightning cannot see
-        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        # our training streams have a length on purpose: fixed-length epochs keep DDP ranks in step, and a loader
+        # of known length is not prefetched, so its state_dict counts the batches trained on (data/stream.py)
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # each `validate` starts callback_metrics afresh, so keep fit's (train/*, earlier val/*) first

@@ -114,6 +114,20 @@ def test_resume_continues_the_exact_data_stream(audio_shards, tmp_path, checkpoi
     resumed = fit(audio_shards, tmp_path / "resumed", max_steps=10, ckpt_path=tmp_path / "first" / checkpoint)
     assert len(straight) == 20 and len(resumed) == 8
     assert first[:12] + resumed == straight
+    # the position travels as the loader's state_dict in Lightning's loop state: epoch 1, 2 of its 4 batches done
+    saved = torch.load(tmp_path / "first" / checkpoint, weights_only=True)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+
+
+def test_loader_state_at_an_epoch_end_continues_with_the_next_epoch(audio_shards):
+    """A checkpoint taken after an epoch's last batch resumes at the next epoch's start, as a straight run does."""
+    module = AudioDataModule(make_config(audio_shards))
+    straight = module.train_dataloader()
+    epochs = [[key for batch in straight for key in batch["key"]] for _ in range(2)]
+    resumed = module.train_dataloader()
+    resumed.load_state_dict({"epoch": 0, "batches": 4})
+    assert [key for batch in resumed for key in batch["key"]] == epochs[1]
+    assert resumed.state_dict() == {"epoch": 1, "batches": 4}
 
 
 DDP_SCRIPT = textwrap.dedent(

@@ -152,20 +152,26 @@ def test_missing_or_empty_input_is_a_clear_error(tmp_path, capsys):
 
 def test_brace_pattern_over_directories_and_mixed_token_specs(tmp_path):
     """`{speech,real}/train` names both directories' shards in brace order; their manifests must agree."""
+    from audiolm_pl.data.manifest import ShardEntry, ShardManifest, write_manifest
     from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
 
-    for corpus, vocab in (("speech", 100), ("real", 100)):
+    def token_manifest(vocab: int) -> ShardManifest:
+        spec = {"kind": "semantic", "sample_rate": 16000, "frame_rate": 25.0, "vocab_size": vocab, "num_quantizers": 1}
+        return ShardManifest(content="tokens", sample_rate=16000,
+                             shards=[ShardEntry(f"tokens-{index:06d}.tar", 0, 0.0) for index in range(2)],
+                             token_specs={"semantic": spec, "acoustic": {**spec, "kind": "acoustic"}})
+
+    for corpus in ("speech", "real"):
         directory = tmp_path / corpus / "train"
         directory.mkdir(parents=True)
         for index in range(2):
             (directory / f"tokens-{index:06d}.tar").write_bytes(b"")
-        manifest = {"token_specs": {"semantic": {"vocab_size": vocab}}}
-        (directory / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(directory, token_manifest(100))
     pattern = str(tmp_path / "{speech,real}" / "train")
     found = resolve_shards(pattern)
     assert [Path(p).parent.parent.name for p in found] == ["speech", "speech", "real", "real"]
-    assert manifest_for(pattern)["token_specs"]["semantic"]["vocab_size"] == 100
-    (tmp_path / "real" / "train" / "manifest.json").write_text(json.dumps({"token_specs": {"semantic": {"vocab_size": 50}}}))
+    assert manifest_for(pattern).token_specs["semantic"]["vocab_size"] == 100
+    write_manifest(tmp_path / "real" / "train", token_manifest(50))
     with pytest.raises(ValueError, match=r"mixes shards of other token specs.*real/train"):
         manifest_for(pattern)
     with pytest.raises(FileNotFoundError, match="do not exist"):

@@ -8,17 +8,16 @@ Batches are dicts:
 
 from __future__ import annotations
 
-import io
 import random
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import soundfile
 import torch
 
+from audiolm_pl.data.shard_io import AudioDecodeError, decode_audio
 from audiolm_pl.data.shard_paths import manifest_for
-from audiolm_pl.data.stream import BadSample, StreamDataModule, check_stream_fields, sample_location
+from audiolm_pl.data.stream import StreamDataModule, check_stream_fields
 
 
 @dataclass
@@ -40,30 +39,6 @@ class AudioDataConfig:
         check_stream_fields(self)
         if self.sample_rate <= 0:
             raise ValueError(f"data.sample_rate must be a positive number of Hz; got {self.sample_rate}")
-
-
-class AudioDecodeError(ValueError):
-    """A sample in a shard is not the audio its manifest promises."""
-
-
-def decode_audio(sample: dict, expected_rate: int) -> np.ndarray:
-    """The `flac` (or `wav`) entry of a raw WebDataset sample -> float32 (T,) mono.
-
-    A member that does not decode is a `BadSample` (the stream skips it); audio of the wrong rate or channel
-    count is an `AudioDecodeError` (the shards do not fit the config: the run stops)."""
-    where = sample_location(sample)
-    payload = sample.get("flac") or sample.get("wav")
-    if payload is None:
-        raise BadSample(f"{where} has no 'flac' or 'wav' entry (keys: {sorted(sample)})")
-    try:
-        audio, rate = soundfile.read(io.BytesIO(payload), dtype="float32", always_2d=True)
-    except RuntimeError as err:  # soundfile.LibsndfileError
-        raise BadSample(f"{where}: cannot decode its audio ({getattr(err, 'error_string', err)})") from None
-    if rate != expected_rate:
-        raise AudioDecodeError(f"{where} is {rate} Hz; this config expects {expected_rate} Hz (data.sample_rate)")
-    if audio.shape[1] != 1:
-        raise AudioDecodeError(f"{where} has {audio.shape[1]} channels; shards must be mono")
-    return audio[:, 0]
 
 
 class AudioCropper:
@@ -109,9 +84,8 @@ class AudioDataModule(StreamDataModule):
         super().setup(stage)
         for field_name in ("train_shards", "val_shards"):
             manifest = manifest_for(getattr(self.config, field_name))
-            rate = manifest and manifest.get("sample_rate")
-            if rate and int(rate) != self.config.sample_rate:
+            if manifest is not None and manifest.sample_rate != self.config.sample_rate:
                 raise AudioDecodeError(
-                    f"data.{field_name}={getattr(self.config, field_name)!r} holds {rate} Hz audio "
+                    f"data.{field_name}={getattr(self.config, field_name)!r} holds {manifest.sample_rate} Hz audio "
                     f"(manifest.json); data.sample_rate is {self.config.sample_rate}"
                 )

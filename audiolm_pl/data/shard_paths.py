@@ -1,12 +1,13 @@
-"""Turning a `*_shards` config value into a list of tar paths, and reading shard manifests."""
+"""Turning a `*_shards` config value into a list of tar paths and the manifest that describes them."""
 
 from __future__ import annotations
 
 import glob
-import json
 from pathlib import Path
 
 import braceexpand
+
+from audiolm_pl.data.manifest import ShardManifest, read_manifest
 
 
 def resolve_shards(spec: str | Path, pattern: str = "*.tar") -> list[str]:
@@ -27,35 +28,30 @@ def _shards_of(piece: str, pattern: str) -> list[str]:
     path = Path(piece)
     if path.is_dir():
         manifest = read_manifest(path)
-        if manifest is not None and manifest.get("shards"):
-            return [str(path / (entry["name"] if isinstance(entry, dict) else entry)) for entry in manifest["shards"]]
+        if manifest is not None and manifest.shards:
+            return [str(path / entry.name) for entry in manifest.shards]
         return sorted(str(p) for p in path.glob(pattern))
     if glob.has_magic(piece):
         return sorted(glob.glob(piece))
     return [piece]  # a plain file name: checked for existence by the caller
 
 
-def read_manifest(directory: str | Path) -> dict | None:
-    manifest_path = Path(directory) / "manifest.json"
-    if not manifest_path.exists():
-        return None
-    try:
-        return json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{manifest_path} is not valid JSON: {err}") from None
-
-
-def manifest_for(spec: str | Path) -> dict | None:
-    """The manifest of the directory the shards of `spec` live in, if there is one. A brace pattern over
-    several directories (`tokens/{speech,real}/train`) must name directories whose token specs agree."""
+def shard_directories(spec: str | Path) -> list[Path]:
+    """The directories the shards of `spec` live in, in the order the spec names them."""
     path = Path(str(spec))
     if path.is_dir():
-        return read_manifest(path)
-    directories = list(dict.fromkeys(Path(shard).parent for shard in resolve_shards(spec)))
+        return [path]
+    return list(dict.fromkeys(Path(shard).parent for shard in resolve_shards(spec)))
+
+
+def manifest_for(spec: str | Path) -> ShardManifest | None:
+    """The manifest of the directory the shards of `spec` live in, if there is one. A brace pattern over
+    several directories (`tokens/{speech,real}/train`) must name directories whose token specs agree."""
+    directories = shard_directories(spec)
     manifests = [read_manifest(directory) for directory in directories]
     first = manifests[0]
     for directory, manifest in zip(directories[1:], manifests[1:]):
-        specs = [None if m is None else m.get("token_specs") for m in (first, manifest)]
+        specs = [None if m is None else m.token_specs for m in (first, manifest)]
         if specs[0] != specs[1]:
             raise ValueError(f"{spec!r} mixes shards of other token specs: {directories[0]} has {specs[0]}, "
                              f"{directory} has {specs[1]}; tokenize both with the same codec and semantic tokenizer")

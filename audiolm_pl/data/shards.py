@@ -15,7 +15,6 @@ file whose header promises more audio than it holds), each with its reason.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -24,14 +23,14 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import soundfile
 from tqdm import tqdm
 
 from audiolm_pl.data.audio import BadAudio, load_mono, probe
-from audiolm_pl.fileio import atomic_write_json, temporary_path
 from audiolm_pl.data.inputs import InputFile, describe, find_audio, phones_in, unique_keys
+from audiolm_pl.data.manifest import ShardEntry, ShardManifest, write_manifest
+from audiolm_pl.data.shard_io import ShardWriter, encode_sample
+from audiolm_pl.fileio import atomic_write_json
 
-FORMAT = "audiolm_pl.audio_shards/1"
 DEFAULT_MAX_SECONDS = 30.0
 
 
@@ -43,10 +42,6 @@ class ShardReport:
     hours: float
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong with a file that was kept)
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.out_dir / "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ def deal(planned: list[PlannedFile], samples_per_shard: int) -> list[list[Planne
 
 
 def encode_file(job: tuple[PlannedFile, int]) -> list[dict] | str:
-    """One file -> its samples ({"__key__", "flac", "json"}), or the reason it was skipped."""
+    """One file -> its encoded samples (`shard_io.encode_sample`), or the reason it was skipped."""
     entry, sample_rate = job
     item = entry.item
     try:
@@ -97,8 +92,6 @@ def encode_file(job: tuple[PlannedFile, int]) -> list[dict] | str:
     for index, piece in enumerate(np.array_split(audio, entry.segments)):
         start_s, end_s = offset / sample_rate, (offset + len(piece)) / sample_rate
         offset += len(piece)
-        buffer = io.BytesIO()
-        soundfile.write(buffer, piece, sample_rate, format="FLAC", subtype="PCM_16")
         meta = {
             "duration": round(len(piece) / sample_rate, 4), "sample_rate": sample_rate,
             "speaker": item.speaker, "text": item.text, "source": str(item.path), "offset": round(start_s, 4),
@@ -106,7 +99,7 @@ def encode_file(job: tuple[PlannedFile, int]) -> list[dict] | str:
         if item.phones:
             meta["phones"] = phones_in(item.phones, start_s, end_s)
         key = item.key if entry.segments == 1 else f"{item.key}-seg{index:03d}"
-        samples.append({"__key__": key, "flac": buffer.getvalue(), "json": json.dumps(meta).encode()})
+        samples.append(encode_sample(key, meta, audio=piece, sample_rate=sample_rate))
     return samples
 
 
@@ -116,25 +109,24 @@ def _encoded(files: list[PlannedFile], sample_rate: int, pool) -> Iterator[tuple
     yield from zip(files, results)
 
 
-def write_one_shard(path: Path, files: list[PlannedFile], sample_rate: int, pool, bar) -> tuple[dict, Path]:
-    """Write `path` under a temporary name; returns its progress record and that temporary path."""
-    import webdataset as wds
-
-    tmp = temporary_path(path)
+def write_one_shard(path: Path, record_path: Path, files: list[PlannedFile], sample_rate: int, pool, bar) -> dict:
+    """Write the shard `path` and its progress record; the tar is renamed into place last, so a shard whose tar
+    exists is whole and recorded. Returns the record."""
     record = {"name": path.name, "samples": 0, "seconds": 0.0, "speakers": [], "skipped": []}
-    with wds.TarWriter(str(tmp), mtime=0) as writer:  # fixed mtime: reruns are byte-identical
+    with ShardWriter(path) as shard:
         for entry, result in _encoded(files, sample_rate, pool):
             bar.update(1)
             if isinstance(result, str):
                 record["skipped"].append([str(entry.item.path), result])
                 continue
             for sample in result:
-                writer.write(sample)
+                shard.write(sample)
                 record["samples"] += 1
                 record["seconds"] += json.loads(sample["json"])["duration"]
             record["speakers"] = sorted(set(record["speakers"]) | {entry.item.speaker})
             bar.set_postfix(hours=f"{bar.hours + record['seconds'] / 3600:.3f}")
-    return record, tmp
+        atomic_write_json(record_path, record)
+    return record
 
 
 def write_shards(
@@ -175,9 +167,7 @@ def write_shards(
                 record = json.loads(record_path.read_text())
                 bar.update(len(files))
             else:
-                record, tmp = write_one_shard(shard_path, files, sample_rate, pool, bar)
-                atomic_write_json(record_path, record)
-                tmp.replace(shard_path)  # the tar appears only when whole, after its record
+                record = write_one_shard(shard_path, record_path, files, sample_rate, pool, bar)
             bar.hours += record["seconds"] / 3600
             records.append(record)
     finally:
@@ -189,24 +179,19 @@ def write_shards(
 
 def _finish(out_dir, in_dir, records, skipped, notes, sample_rate, max_seconds, samples_per_shard) -> ShardReport:
     skipped = skipped + [tuple(item) for record in records for item in record["skipped"]]
-    total_seconds = sum(record["seconds"] for record in records)
-    manifest = {
-        "format": FORMAT,
-        "sample_rate": sample_rate,
-        "shards": [{"name": r["name"], "samples": r["samples"], "hours": round(r["seconds"] / 3600, 6)} for r in records],
-        "total_samples": sum(record["samples"] for record in records),
-        "total_hours": round(total_seconds / 3600, 6),
-        "total_seconds": round(total_seconds, 3),
-        "speakers": sorted({speaker for record in records for speaker in record["speakers"]}),
-        "made_by": {"command": "audiolm-pl data shards", "input_dir": str(in_dir), "max_seconds": max_seconds,
-                    "samples_per_shard": samples_per_shard, "format": FORMAT},
-    }
-    atomic_write_json(out_dir / "manifest.json", manifest)
+    manifest = ShardManifest(
+        content="audio", sample_rate=sample_rate,
+        shards=[ShardEntry(r["name"], r["samples"], round(r["seconds"], 3)) for r in records],
+        speakers=sorted({speaker for record in records for speaker in record["speakers"]}),
+        made_by={"command": "audiolm-pl data shards", "input_dir": str(in_dir), "max_seconds": max_seconds,
+                 "samples_per_shard": samples_per_shard},
+    )
+    write_manifest(out_dir, manifest)
     report = {"skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)], "num_skipped": len(skipped),
               "notes": [{"path": path, "note": note} for path, note in sorted(notes)], "num_notes": len(notes),
               "max_seconds": max_seconds}
     atomic_write_json(out_dir / "report.json", report)
-    return ShardReport(out_dir, len(records), manifest["total_samples"], total_seconds / 3600, sorted(skipped),
+    return ShardReport(out_dir, len(records), manifest.total_samples, manifest.total_seconds / 3600, sorted(skipped),
                        sorted(notes))
 
 

@@ -1,11 +1,12 @@
 """A deterministic, resumable, DDP-aware stream of batches from WebDataset tar shards.
 
-Training streams split the shard list by node (rank) and then by dataloader worker, so no
-two readers share a shard, and *resample* shards within their split forever; an epoch is a
-fixed number of batches, so DDP ranks stay in step. Every random choice (which shard, the
-shuffle buffer, the crop) comes from a generator seeded by (seed, epoch, rank, worker):
-the same run gives the same batches, and a resumed run skips exactly the batches that the
-interrupted one had already trained on.
+Training streams are webdataset pipelines: the shard list is split by node (rank) and then by
+dataloader worker, so no two readers share a shard; each reader *resamples* its shards forever;
+an epoch is a fixed number of batches, so DDP ranks stay in step. Every random choice (which
+shard, the shuffle buffer, the crop) comes from a generator seeded by (seed, epoch, rank, worker):
+the same run gives the same batches. The loader's `state_dict` (epoch, batches handed out) goes
+into the checkpoint's loop state, so a resumed run skips exactly the batches that the interrupted
+one had already trained on.
 
 Validation streams read every shard in order, deal the samples round-robin to ranks and
 workers, and stop at a fixed count per rank (cycling if the set is small), so every rank
@@ -19,14 +20,17 @@ does not stop a run).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-import webdataset as wds
 import lightning as L
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
+
+from audiolm_pl.data.shard_io import BadSample, raw_samples, sample_location
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +44,8 @@ MIN_SAMPLES_BEFORE_JUDGING = 20
 _named_bad_samples: set[str] = set()  # per process: training resamples shards, and validation reads them again
 
 
-class BadSample(ValueError):
-    """A sample in a shard cannot be read; the message names shard and key. The stream skips it."""
-
-
 class TooManyBadSamples(ValueError):
     """More than `max_bad_fraction` of the samples read were bad: the shards need rewriting."""
-
-
-def sample_location(sample: dict) -> str:
-    """`shard.tar:key` of a raw WebDataset sample, for messages."""
-    return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
 
 
 class BadSampleCounter:
@@ -137,23 +132,12 @@ class ShardStream(IterableDataset):
                 "or write more, smaller shards (--samples-per-shard)"
             )
 
-    def _reader_shards(self, rank: int, world: int, worker: int, num_workers: int) -> list[str]:
-        self.check_readers(world, num_workers)
-        by_node = self.shards[rank::world]  # split_by_node
-        return by_node[worker::num_workers]  # split_by_worker
-
-    def _raw_train_samples(self, rng: random.Random, shards: list[str]) -> Iterator[dict]:
-        while True:  # resampled: draw shards with replacement, forever
-            url = rng.choice(shards)
-            yield from wds.tarfile_samples([{"url": url}], handler=wds.warn_and_continue)
-
     def _raw_val_samples(self, rank: int, world: int, worker: int, num_workers: int) -> Iterator[dict]:
         quota = self.samples_per_rank // num_workers + (worker < self.samples_per_rank % num_workers)
         produced = 0
         while produced < quota:
             seen_any = False
-            samples = wds.tarfile_samples([{"url": url} for url in self.shards], handler=wds.warn_and_continue)
-            for index, sample in enumerate(samples):
+            for index, sample in enumerate(raw_samples(self.shards, handler=wds.warn_and_continue)):
                 seen_any = True
                 if index % world != rank or (index // world) % num_workers != worker:
                     continue
@@ -176,91 +160,96 @@ class ShardStream(IterableDataset):
         rank, world, worker, num_workers = wds.utils.pytorch_worker_info()
         epoch = self.position.epoch if self.train else 0
         rng = random.Random(hash((self.seed, epoch, rank, worker, self.train)) & 0xFFFFFFFF)
-        if self.train:
-            raw = self._raw_train_samples(rng, self._reader_shards(rank, world, worker, num_workers))
-            raw = _shuffled(raw, self.shuffle_buffer, rng)
-        else:
-            raw = self._raw_val_samples(rank, world, worker, num_workers)
+        if not self.train:
+            return iter(wds.DataPipeline(
+                lambda: self._raw_val_samples(rank, world, worker, num_workers),
+                self._examples(rng),
+                wds.batched(self.batch_size, collation_fn=self.collate, partial=True),
+            ))
+        self.check_readers(world, num_workers)
         my_batches = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
         # the DataLoader takes batches from workers round-robin: global batch i is worker i % W's
-        skip = sum(1 for i in range(self.position.skip_batches) if i % num_workers == worker) if self.train else 0
-        emitted = 0
-        for batch in self._batches(raw, rng):
-            if self.train and emitted >= my_batches:
-                return
-            emitted += 1
-            if emitted <= skip:
-                continue
-            yield batch
+        skip = sum(1 for i in range(self.position.skip_batches) if i % num_workers == worker)
+        return iter(wds.DataPipeline(
+            wds.SimpleShardList(self.shards),
+            wds.split_by_node,  # rank r of W keeps shards r, r + W, ...
+            wds.split_by_worker,  # then worker w of N keeps every N-th of those: no two readers share a shard
+            _resampled(rng),  # this reader's shards drawn with replacement, forever
+            wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng),
+            self._examples(rng),
+            wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
+            # a resumed epoch replays its first `skip` batches (same rng draws) and drops them
+            lambda batches: itertools.islice(batches, skip, my_batches),
+        ))
 
-    def _batches(self, raw: Iterator[dict], rng: random.Random) -> Iterator[dict]:
-        pending: list[dict] = []
-        for sample in raw:
-            self.bad_samples.read()
-            try:
-                example = self.make_example(sample, rng)
-            except BadSample as err:
-                self.bad_samples.skip(err, sample_location(sample))
-                continue
-            if example is None:
-                continue
-            pending.append(example)
-            if len(pending) == self.batch_size:
-                yield self.collate(pending)
-                pending = []
-        if pending and not self.train:
-            yield self.collate(pending)
+    def _examples(self, rng: random.Random) -> Callable[[Iterator[dict]], Iterator[dict]]:
+        """A pipeline stage: raw samples -> examples; unreadable samples are skipped and counted, short ones dropped."""
+
+        def stage(samples: Iterator[dict]) -> Iterator[dict]:
+            for sample in samples:
+                self.bad_samples.read()
+                try:
+                    example = self.make_example(sample, rng)
+                except BadSample as err:
+                    self.bad_samples.skip(err, sample_location(sample))
+                    continue
+                if example is not None:
+                    yield example
+
+        return stage
 
 
-def _shuffled(samples: Iterator[dict], buffer_size: int, rng: random.Random) -> Iterator[dict]:
-    """Reservoir-style shuffle buffer driven by `rng` (so it is reproducible)."""
-    if buffer_size <= 1:
-        yield from samples
-        return
-    buffer: list[dict] = []
-    for sample in samples:
-        if len(buffer) < buffer_size:
-            buffer.append(sample)
-            continue
-        index = rng.randrange(len(buffer))
-        buffer[index], sample = sample, buffer[index]
-        yield sample
-    rng.shuffle(buffer)
-    yield from buffer
+def _resampled(rng: random.Random) -> Callable[[Iterator[dict]], Iterator[dict]]:
+    """A pipeline stage: the shards that reach it ({"url"}), drawn with replacement by `rng`, forever.
+    (webdataset's `ResampledShards` draws from the whole list, before any split by node and worker.)"""
+
+    def stage(shards: Iterator[dict]) -> Iterator[dict]:
+        shards = list(shards)
+        while True:
+            yield rng.choice(shards)
+
+    return stage
 
 
 class EpochLoader(DataLoader):
-    """A DataLoader over a `ShardStream` that advances the stream's epoch on every pass.
+    """A DataLoader over a training `ShardStream` that knows where it stands: the epoch of each pass (Lightning only
+    calls `set_epoch` on samplers) and the batches of that pass handed out so far.
 
-    Lightning only calls `set_epoch` on samplers; an iterable dataset needs its own counter.
-    The dataset is copied to the workers at each `iter()`, so the new epoch reaches them.
+    Lightning stores `state_dict()` in the checkpoint's loop state and calls `load_state_dict()` on resume, before
+    its first `iter()`. The count is the batches trained on because Lightning does not prefetch from a loader whose
+    length it knows (ours has `__len__`); the resume test against an uninterrupted run holds it to that. The dataset is
+    copied to the workers at each `iter()`, so the position set there reaches them.
     """
 
-    def __init__(self, stream: ShardStream, start: StreamPosition):
+    def __init__(self, stream: ShardStream):
         super().__init__(stream, batch_size=None, num_workers=stream.num_workers, persistent_workers=False)
-        self._next_position = start
+        self._next = StreamPosition()  # where the next pass starts
+        self._current: Optional[StreamPosition] = None  # where the pass in progress started
+        self._served = 0  # batches of the pass in progress handed out
 
     def __iter__(self):
-        self.dataset.position = self._next_position
-        self._next_position = StreamPosition(epoch=self._next_position.epoch + 1)
-        return super().__iter__()
+        position, self._next = self._next, StreamPosition(epoch=self._next.epoch + 1)
+        self.dataset.position = position
+        self._current, self._served = position, 0
+        return self._counted(super().__iter__())
 
+    def _counted(self, batches: Iterator[dict]) -> Iterator[dict]:
+        for batch in batches:
+            self._served += 1
+            yield batch
 
+    def state_dict(self) -> dict:
+        """{"epoch", "batches": of that epoch, trained on}."""
+        if self._current is None:
+            return {"epoch": self._next.epoch, "batches": self._next.skip_batches}
+        return {"epoch": self._current.epoch, "batches": self._current.skip_batches + self._served}
 
-def resume_position(trainer, batches_per_epoch: int) -> StreamPosition:
-    """Where a (possibly resumed) Lightning trainer stands in its training stream.
-
-    `epoch_progress.current.ready` counts epochs started, so the epoch in progress is one
-    less; `current_epoch` would be one too far for a checkpoint saved when max_steps ended
-    an epoch early. A checkpoint taken at the end of an epoch continues with the next one.
-    """
-    if trainer is None:
-        return StreamPosition()
-    epoch = max(0, int(trainer.fit_loop.epoch_progress.current.ready) - 1)
-    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-    if done >= batches_per_epoch:
-        return StreamPosition(epoch=epoch + 1)
-    return StreamPosition(epoch=epoch, skip_batches=done)
+    def load_state_dict(self, state: dict) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        finished = batches >= self.dataset.batches_per_epoch  # a checkpoint at an epoch's end goes on with the next
+        self._next = StreamPosition(epoch=epoch + 1) if finished else StreamPosition(epoch=epoch, skip_batches=batches)
+        self._current = None
 
 
 class StreamDataModule(L.LightningDataModule):
@@ -306,7 +295,7 @@ class StreamDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         stream = self._stream(train=True)
         stream.check_readers(self.trainer.world_size if self.trainer else 1, stream.num_workers)
-        return EpochLoader(stream, resume_position(self.trainer, stream.batches_per_epoch))
+        return EpochLoader(stream)
 
     def val_dataloader(self) -> DataLoader:
         stream = self._stream(train=False)

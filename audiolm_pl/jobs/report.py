@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import soundfile
 
-from audiolm_pl.fileio import atomic_write_text
+from audiolm_pl.data.shard_io import iter_samples
+from audiolm_pl.fileio import atomic_output, atomic_write_text
 
 
 def last_scalars(run_dir: Path, prefixes: tuple[str, ...] = ("val/", "train/")) -> dict[str, float]:
@@ -34,21 +33,17 @@ def export_prompts(shard_dir: Path, out_dir: Path, count: int, min_seconds: floa
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts: list[Path] = []
     speakers: set[str] = set()
-    for shard in sorted(Path(shard_dir).glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar.getmembers():
-                if not member.name.endswith(".flac"):
-                    continue
-                audio, rate = soundfile.read(io.BytesIO(tar.extractfile(member).read()), dtype="float32")
-                speaker = member.name.split("/")[0]
-                if len(audio) < min_seconds * rate or speaker in speakers:
-                    continue
-                speakers.add(speaker)
-                path = out_dir / (member.name[: -len(".flac")].replace("/", "__") + ".wav")
-                soundfile.write(path, audio, rate)
-                prompts.append(path)
-                if len(prompts) == count:
-                    return prompts
+    for sample in iter_samples(shard_dir):
+        speaker = sample.key.split("/")[0]
+        if sample.audio is None or len(sample.audio) < min_seconds * sample.sample_rate or speaker in speakers:
+            continue
+        speakers.add(speaker)
+        path = out_dir / (sample.key.replace("/", "__") + ".wav")
+        with atomic_output(path) as temporary:
+            soundfile.write(temporary, sample.audio, sample.sample_rate, format="WAV")
+        prompts.append(path)
+        if len(prompts) == count:
+            return prompts
     if not prompts:
         raise FileNotFoundError(f"no clip of at least {min_seconds} s in {shard_dir} to use as a prompt")
     return prompts

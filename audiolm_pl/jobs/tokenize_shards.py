@@ -4,22 +4,21 @@ Input shard `NAME-%06d.tar` becomes `tokens-%06d.tar` with the same sample keys,
     semantic.npy  (T_s,) int16/int32     acoustic.npy (T_a, Q) int16/int32
     json          {"semantic_spec", "acoustic_spec", "semantic_hash", "codec_hash", "producers",
                    "duration", "speaker", "text", "source", "offset"}
-plus `manifest.json` (shards, sample counts, hours, token_specs, hashes, producers). The hashes
+plus `manifest.json` (`data.manifest`: shards, sample counts, seconds, token_specs, hashes, producers). The hashes
 name the checkpoint files; `producers` ({"semantic", "acoustic"} -> `identity()`) names what made
 the tokens whatever file they came from, and LMs trained on the shards carry it (tokens.py).
 
 It is a Lightning predict loop, so `strategy=ddp` spreads input shards over devices: rank r
-takes shards r, r + world, ... Each output shard is written under a temporary name and
-renamed when whole; a rerun skips shards that exist. `tokenize.json`, written first, records
-which checkpoints and specs made the directory; a run with other ones is refused.
+takes shards r, r + world, ... Shards are read with `data.shard_io.iter_samples` and written with
+its `ShardWriter` (under a temporary name, renamed when whole); a rerun skips shards that exist.
+`tokenize.json`, written first, records which checkpoints and specs made the directory; a run with
+other ones is refused.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,13 +30,13 @@ import webdataset as wds
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset
 
-from audiolm_pl.data.datamodule import decode_audio
+from audiolm_pl.data.manifest import ShardEntry, ShardManifest, read_manifest, write_manifest
+from audiolm_pl.data.shard_io import ShardWriter, iter_samples, raw_samples
 from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
 from audiolm_pl.fileio import atomic_write_json
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer
 
 log = logging.getLogger(__name__)
-FORMAT = "audiolm_pl.token_shards/1"
 
 
 class TokenizeError(ValueError):
@@ -63,12 +62,6 @@ def _smallest_int(vocab: int):
     return np.int16 if vocab <= np.iinfo(np.int16).max + 1 else np.int32
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 class AudioShardBatches(IterableDataset):
     """This rank's input shards -> padded batches of one shard each, sorted by length.
 
@@ -86,18 +79,17 @@ class AudioShardBatches(IterableDataset):
         for shard in mine:
             if (self.out_dir / output_name(shard)).exists():
                 continue
-            samples = list(wds.tarfile_samples([{"url": shard}]))
-            if not samples:
+            clips = sorted(iter_samples(shard, self.sample_rate), key=lambda sample: len(sample.audio))
+            if not clips:
                 yield {"wav": torch.zeros(0, 0), "lengths": torch.zeros(0, dtype=torch.long), "meta": [], "shard": shard, "last": True}
                 continue
-            clips = sorted(((decode_audio(s, self.sample_rate), s) for s in samples), key=lambda c: len(c[0]))
             for start in range(0, len(clips), self.batch_size):
                 part = clips[start : start + self.batch_size]
-                wav = torch.zeros(len(part), max(len(audio) for audio, _ in part))  # (B, T_max)
-                for row, (audio, _) in enumerate(part):
-                    wav[row, : len(audio)] = torch.from_numpy(audio)
-                meta = [{"key": s["__key__"], **json.loads(s["json"])} if "json" in s else {"key": s["__key__"]} for _, s in part]
-                yield {"wav": wav, "lengths": torch.tensor([len(a) for a, _ in part]), "meta": meta,
+                wav = torch.zeros(len(part), max(len(clip.audio) for clip in part))  # (B, T_max)
+                for row, clip in enumerate(part):
+                    wav[row, : len(clip.audio)] = torch.from_numpy(clip.audio)
+                yield {"wav": wav, "lengths": torch.tensor([len(clip.audio) for clip in part]),
+                       "meta": [{"key": clip.key, **clip.meta} for clip in part],
                        "shard": shard, "last": start + self.batch_size >= len(clips)}
 
 
@@ -128,8 +120,8 @@ class TokenizeModule(L.LightningModule):
         return clips
 
 
-class ShardWriter(BasePredictionWriter):
-    """Collects the clips of each input shard and writes its token shard atomically when whole."""
+class TokenShardWriter(BasePredictionWriter):
+    """Collects the clips of each input shard and writes its token shard (`ShardWriter`) when whole."""
 
     def __init__(self, out_dir: Path, header: dict):
         super().__init__(write_interval="batch")
@@ -143,30 +135,23 @@ class ShardWriter(BasePredictionWriter):
             self._write(batch["shard"], sorted(self.pending.pop(batch["shard"]), key=lambda item: item[0]["key"]))
 
     def _write(self, shard: str, clips: list[tuple[dict, dict]]) -> None:
-        target = self.out_dir / output_name(shard)
-        tmp = target.with_name(target.name + ".tmp")
         semantic_dtype = _smallest_int(self.header["semantic_spec"]["vocab_size"])
         acoustic_dtype = _smallest_int(self.header["acoustic_spec"]["vocab_size"])
-        with wds.TarWriter(str(tmp)) as writer:
+        with ShardWriter(self.out_dir / output_name(shard)) as writer:
             for meta, clip in clips:
                 info = {**self.header, "duration": clip["seconds"], "speaker": meta.get("speaker", ""),
                         "text": meta.get("text", ""), "source": meta.get("source", ""), "offset": meta.get("offset", 0.0)}
-                writer.write({
-                    "__key__": meta["key"],
-                    "semantic.npy": _npy_bytes(clip["semantic"].astype(semantic_dtype)),
-                    "acoustic.npy": _npy_bytes(clip["acoustic"].astype(acoustic_dtype)),
-                    "json": json.dumps(info).encode(),
-                })
-        tmp.replace(target)
+                writer.write_sample(meta["key"], info, semantic=clip["semantic"].astype(semantic_dtype),
+                                    acoustic=clip["acoustic"].astype(acoustic_dtype))
         self.written += 1
 
 
 def check_inputs(codec: AcousticCodec, tokenizer: SemanticTokenizer, in_shards: str) -> None:
     """Both tokenizers must read audio at the shards' rate; codec frames must align with semantic ones."""
-    manifest = manifest_for(in_shards) or {}
+    manifest = manifest_for(in_shards)
     rates = {"codec": codec.sample_rate, "semantic tokenizer": tokenizer.sample_rate}
-    if "sample_rate" in manifest:
-        rates[f"audio shards {in_shards}"] = int(manifest["sample_rate"])
+    if manifest is not None:
+        rates[f"audio shards {in_shards}"] = manifest.sample_rate
     if len(set(rates.values())) != 1:
         raise TokenizeError(f"sample rates differ: {rates}; resample the shards or use matching checkpoints")
     ratio = codec.frame_rate / tokenizer.frame_rate
@@ -195,24 +180,20 @@ def claim_output(out_dir: Path, header: dict) -> None:
     atomic_write_json(claim, header, indent=2)
 
 
-def write_manifest(out_dir: Path, header: dict) -> dict:
-    """Scan the finished token shards of `out_dir` into `manifest.json`."""
-    shards, seconds = [], 0.0
+def scan_manifest(out_dir: Path, header: dict, in_shards: str) -> ShardManifest:
+    """The manifest of the finished token shards of `out_dir`, from their json members (ranks and earlier runs
+    wrote them, so no one process holds the counts)."""
+    entries, speakers = [], set()
     for path in sorted(out_dir.glob("tokens-*.tar")):
-        with tarfile.open(path) as tar:
-            infos = [m for m in tar.getmembers() if m.name.endswith(".json")]
-            seconds += sum(json.load(tar.extractfile(m))["duration"] for m in infos)
-        shards.append({"name": path.name, "samples": len(infos)})
-    manifest = {
-        "format": FORMAT,
-        "shards": shards,
-        "samples": sum(s["samples"] for s in shards),
-        "hours": seconds / 3600,
-        "token_specs": {"semantic": header["semantic_spec"], "acoustic": header["acoustic_spec"]},
-        **header,
-    }
-    atomic_write_json(out_dir / "manifest.json", manifest, indent=2)
-    return manifest
+        infos = [json.loads(raw["json"]) for raw in raw_samples([str(path)])]
+        entries.append(ShardEntry(path.name, len(infos), round(sum(info["duration"] for info in infos), 3)))
+        speakers |= {info["speaker"] for info in infos if info.get("speaker")}
+    return ShardManifest(
+        content="tokens", sample_rate=int(header["acoustic_spec"]["sample_rate"]), shards=entries,
+        speakers=sorted(speakers), made_by={"command": "audiolm-pl tokenize", "input_shards": str(in_shards)},
+        token_specs={"semantic": header["semantic_spec"], "acoustic": header["acoustic_spec"]},
+        producers=header["producers"], semantic_hash=header["semantic_hash"], codec_hash=header["codec_hash"],
+    )
 
 
 def tokenize_shards(
@@ -238,15 +219,15 @@ def tokenize_shards(
     shards = resolve_shards(in_shards)
     claim_output(out_dir, header)
     skipped = sum((out_dir / output_name(s)).exists() for s in shards)
-    writer = ShardWriter(out_dir, header)
+    writer = TokenShardWriter(out_dir, header)
     trainer = L.Trainer(**{"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
                            "enable_checkpointing": False, **(trainer_kwargs or {})}, callbacks=[writer])
     loader = DataLoader(AudioShardBatches(shards, out_dir, codec.sample_rate, batch_size), batch_size=None)
     trainer.predict(TokenizeModule(codec, tokenizer), loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.is_global_zero:
-        write_manifest(out_dir, header)
+        write_manifest(out_dir, scan_manifest(out_dir, header, str(in_shards)))
     trainer.strategy.barrier()
-    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest = read_manifest(out_dir)
     log.info("tokenize: %d shards written, %d already there -> %s", writer.written, skipped, out_dir)
-    return TokenizeReport(out_dir, writer.written, skipped, manifest["samples"], manifest["hours"])
+    return TokenizeReport(out_dir, writer.written, skipped, manifest.total_samples, manifest.total_seconds / 3600)

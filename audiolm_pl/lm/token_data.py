@@ -11,17 +11,17 @@ flat sequence (see `layouts.py`). Batches are dicts:
 
 from __future__ import annotations
 
-import io
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from audiolm_pl.data.shard_paths import manifest_for, read_manifest, resolve_shards
-from audiolm_pl.data.stream import BadSample, StreamDataModule, check_stream_fields, sample_location
+from audiolm_pl.data.manifest import read_manifest
+from audiolm_pl.data.shard_io import ACOUSTIC_MEMBER, SEMANTIC_MEMBER, decode_npy
+from audiolm_pl.data.shard_paths import manifest_for, shard_directories
+from audiolm_pl.data.stream import StreamDataModule, check_stream_fields
 from audiolm_pl.lm.layouts import IGNORE, SemanticLayout
 from audiolm_pl.tokens import TokenSpec, require_same_spec
 
@@ -51,18 +51,18 @@ class TokenDataConfig:
 def read_token_specs(shards: str) -> dict[str, TokenSpec]:
     """The {"semantic", "acoustic"} TokenSpecs recorded in the manifest of token shards."""
     manifest = manifest_for(shards)
-    if manifest is None or "token_specs" not in manifest:
+    if manifest is None or manifest.token_specs is None:
         raise FileNotFoundError(
             f"token shards {shards!r} have no manifest.json with 'token_specs' (make them with `audiolm-pl tokenize`)"
         )
-    return {role: TokenSpec.from_dict(spec) for role, spec in manifest["token_specs"].items()}
+    return {role: TokenSpec.from_dict(spec) for role, spec in manifest.token_specs.items()}
 
 
 def read_producers(shards: str) -> dict[str, str]:
     """{"semantic", "acoustic"} -> the `identity()` of the tokenizer and codec that made the token shards
     (every directory of a brace pattern must agree); {} when a manifest predates recording them."""
-    directories = list(dict.fromkeys(Path(shard).parent for shard in resolve_shards(shards)))
-    found = {directory: (read_manifest(directory) or {}).get("producers") for directory in directories}
+    manifests = {directory: read_manifest(directory) for directory in shard_directories(shards)}
+    found = {directory: manifest and manifest.producers for directory, manifest in manifests.items()}
     known = {directory: producers for directory, producers in found.items() if producers}
     if not known or len(known) < len(found):
         return {}
@@ -72,20 +72,6 @@ def read_producers(shards: str) -> dict[str, str]:
             raise ValueError(f"{shards!r} mixes token shards of other producers: {first} was made by {producers}, "
                              f"{directory} by {other}; tokenize both with the same codec and semantic tokenizer")
     return producers
-
-
-def load_npy(payload: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(payload), allow_pickle=False)
-
-
-def read_member(sample: dict, name: str) -> np.ndarray:
-    """The `name` (e.g. "semantic.npy") array of a raw token sample, or `BadSample` naming shard and key."""
-    if name not in sample:
-        raise BadSample(f"{sample_location(sample)} has no {name!r} entry (keys: {sorted(sample)})")
-    try:
-        return load_npy(sample[name])
-    except (ValueError, EOFError, OSError) as err:  # what np.load raises on a truncated or garbled .npy
-        raise BadSample(f"{sample_location(sample)}: cannot read {name} ({err})") from None
 
 
 class TokenCropper:
@@ -104,9 +90,9 @@ class TokenCropper:
 
     def __call__(self, sample: dict, rng: random.Random):
         if self.pack:
-            return self._packed(read_member(sample, "semantic.npy").astype(np.int64), rng)
-        semantic = read_member(sample, "semantic.npy").astype(np.int64)  # (T_s,)
-        acoustic = read_member(sample, "acoustic.npy").astype(np.int64)  # (T_a, Q)
+            return self._packed(decode_npy(sample, SEMANTIC_MEMBER).astype(np.int64), rng)
+        semantic = decode_npy(sample, SEMANTIC_MEMBER).astype(np.int64)  # (T_s,)
+        acoustic = decode_npy(sample, ACOUSTIC_MEMBER).astype(np.int64)  # (T_a, Q)
         usable = min(len(semantic), int(len(acoustic) / self.ratio))  # semantic frames with acoustic cover
         if usable < self.min_frames:
             return None

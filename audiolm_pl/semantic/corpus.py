@@ -1,21 +1,17 @@
 """Reading audio shards utterance by utterance (k-means fitting, measuring), with phone alignments.
 
-Audio shards are WebDataset tars of `flac` + `json` (see docs/CONTRACTS.md); this reads them
-with tarfile + soundfile, in order, without the training data pipeline's crops and shuffling.
+The shards are read in order through `data.shard_io.iter_samples`, without the training stream's crops and shuffling.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import soundfile
 
+from audiolm_pl.data.shard_io import iter_samples
 from audiolm_pl.data.shard_paths import resolve_shards
 
 
@@ -37,23 +33,12 @@ def shard_files(shards: str | Path) -> list[Path]:
 def iter_utterances(shards: str | Path, sample_rate: int = 16000, limit: int | None = None) -> Iterator[Utterance]:
     """Every utterance of the shards in order; audio at another rate than `sample_rate` is an error."""
     count = 0
-    for tar_path in shard_files(shards):
-        entries: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, suffix = member.name.partition(".")
-                entries.setdefault(key, {})[suffix] = tar.extractfile(member).read()
-        for key, parts in entries.items():
-            audio_bytes = parts.get("flac") or parts.get("wav")
-            if audio_bytes is None:
-                continue
-            wav, rate = soundfile.read(io.BytesIO(audio_bytes), dtype="float32", always_2d=True)
-            if rate != sample_rate:
-                raise ValueError(f"{tar_path}:{key} is {rate} Hz audio; expected {sample_rate} Hz")
-            meta = json.loads(parts["json"]) if "json" in parts else {}
-            yield Utterance(key, wav[:, 0], rate, str(meta.get("speaker", "")), str(meta.get("text", "")), meta.get("phones") or [])
-            count += 1
-            if limit is not None and count >= limit:
-                return
+    for sample in iter_samples(shards, sample_rate):
+        if sample.audio is None:  # a token shard's sample, or one without audio
+            continue
+        meta = sample.meta
+        yield Utterance(sample.key, sample.audio, sample.sample_rate, str(meta.get("speaker", "")),
+                        str(meta.get("text", "")), meta.get("phones") or [])
+        count += 1
+        if limit is not None and count >= limit:
+            return
