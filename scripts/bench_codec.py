@@ -22,22 +22,18 @@ import torch
 def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
     """Quality at each number of quantizers in `levels` and without quantization (the autoencoder's
     own ceiling), latent error left after each level, codebook health, and real-time factors."""
-    import webdataset as wds
-
     from audiolm_pl.codec.losses import MultiScaleMelLoss
     from audiolm_pl.codec.metrics import CodebookUsage, optional_perceptual_metrics, si_sdr
-    from audiolm_pl.data.datamodule import decode_audio
-    from audiolm_pl.data.shard_paths import resolve_shards
+    from audiolm_pl.data.shard_io import iter_samples
 
     mel = MultiScaleMelLoss(codec.sample_rate)
     usage = CodebookUsage(codec.num_quantizers, codec.codebook_size)
     rows = [*levels, "unquantized"]
     sums = {n: {"mel_distance": 0.0, "si_sdr": 0.0, "stoi": 0.0, "pesq": 0.0, "latent_error": 0.0} for n in rows}
     seconds = encode_time = decode_time = 0.0
-    samples = wds.tarfile_samples([{"url": url} for url in resolve_shards(val_shards)])
     count = 0
-    for sample in samples:
-        wav = torch.from_numpy(decode_audio(sample, codec.sample_rate))[None]  # (1, T)
+    for sample in iter_samples(val_shards, codec.sample_rate):
+        wav = torch.from_numpy(sample.audio)[None]  # (1, T)
         started = time.perf_counter()
         latents = codec.encode_latents(wav)  # (1, T_a, D)
         codes = codec.quantizer.encode(latents)  # (1, T_a, Q); the two together are codec.encode
@@ -85,6 +81,7 @@ def main() -> None:
 
     from audiolm_pl.checkpoint import load_raw
     from audiolm_pl.codec import load_codec
+    from audiolm_pl.fileio import atomic_write_json
     from audiolm_pl.training import load_stage_config, train_stage
 
     started = time.time()
@@ -113,7 +110,7 @@ def main() -> None:
     if args.compare and args.compare.exists():
         print("reference:", args.compare.read_text())
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+        atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,37 @@ def audio_shards(audio_folders, tmp_path_factory):
     return SimpleNamespace(train=out / "train", val=out / "val", sample_rate=16000)
 
 
+def write_voice_shards(directory, speakers=(("a", 110.0), ("b", 170.0), ("c", 230.0)), per_speaker=3, seconds=2.5):
+    """One audio shard of synthetic voices with text and made-up phone timings, written with the real
+    `ShardWriter` and manifest (the phones are what the semantic stage's PNMI reads)."""
+    from audiolm_pl.data.manifest import ShardEntry, ShardManifest, write_manifest
+    from audiolm_pl.data.shard_io import ShardWriter
+
+    shard = directory / "audio-000000.tar"
+    with ShardWriter(shard) as writer:
+        for s, (speaker, f0) in enumerate(speakers):
+            for u in range(per_speaker):
+                phones = [[i * 0.1, (i + 1) * 0.1, "aeiou"[(i + u) % 5]] for i in range(int(seconds * 10))]
+                meta = {"duration": seconds, "sample_rate": 16000, "speaker": speaker, "text": f"utt {u}", "phones": phones}
+                writer.write_sample(f"{speaker}_{u:03d}", meta, audio=synthetic_voice(f0, seconds, 16000, seed=10 * s + u),
+                                    sample_rate=16000)
+    write_manifest(directory, ShardManifest(
+        content="audio", sample_rate=16000, shards=[ShardEntry(shard.name, writer.samples, writer.samples * seconds)],
+        speakers=[speaker for speaker, _ in speakers], made_by={"command": "tests/conftest.py write_voice_shards"}))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def phone_shards(tmp_path_factory):
+    """Audio shards with phone timings: 3 train speakers x 3 clips of 2.5 s, 1 val speaker x 2 clips."""
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("phone_shards")
+    write_voice_shards(root / "train")
+    write_voice_shards(root / "val", speakers=(("v", 150.0),), per_speaker=2)
+    return SimpleNamespace(train=root / "train", val=root / "val", sample_rate=16000)
+
+
 TINY_RUN_STEPS = ["codec", "semantic_tokenizer", "tokenize", "semantic_lm", "coarse_lm", "fine_lm", "generate"]
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_semantic_ssl import write_tiny_shards
 
 from audiolm_pl.semantic.cli import add_commands
 from audiolm_pl.semantic.corpus import Utterance
@@ -61,8 +60,8 @@ def run(argv):
     return args.func(args)
 
 
-def test_commands_kmeans_encode_measure(tmp_path, capsys):
-    shards = write_tiny_shards(tmp_path / "train")
+def test_commands_kmeans_encode_measure(tmp_path, capsys, phone_shards):
+    shards = phone_shards.train
     out = tmp_path / "mfcc.safetensors"
     assert run(["semantic", "kmeans", "--source", "mfcc", "--shards", str(shards), "--clusters", "16",
                 "--epochs", "2", "--batch-size", "200", "--device", "cpu", "--out", str(out)]) == 0

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
+import shutil
 
 import pytest
-import soundfile
 import torch
 from conftest import synthetic_voice
 
@@ -17,31 +14,13 @@ from audiolm_pl.semantic.ssl_lightning import SSLRunConfig, align_targets, sampl
 from audiolm_pl.training import load_stage_config, train_stage
 
 
-def write_tiny_shards(directory, speakers=(("a", 110.0), ("b", 170.0), ("c", 230.0)), per_speaker=3, seconds=2.5):
-    """WebDataset tars of flac + json (speaker, text, phones) like `data shards` writes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(directory / "audio-000000.tar", "w") as tar:
-        for s, (speaker, f0) in enumerate(speakers):
-            for u in range(per_speaker):
-                wav = synthetic_voice(f0, seconds, 16000, seed=10 * s + u)
-                audio = io.BytesIO()
-                soundfile.write(audio, wav, 16000, format="FLAC")
-                phones = [[i * 0.1, (i + 1) * 0.1, "aeiou"[(i + u) % 5]] for i in range(int(seconds * 10))]
-                meta = {"duration": seconds, "sample_rate": 16000, "speaker": speaker, "text": f"utt {u}", "phones": phones}
-                for suffix, payload in (("flac", audio.getvalue()), ("json", json.dumps(meta).encode())):
-                    info = tarfile.TarInfo(f"{speaker}_{u:03d}.{suffix}")
-                    info.size = len(payload)
-                    tar.addfile(info, io.BytesIO(payload))
-    return directory
-
-
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
+def tiny_corpus(tmp_path_factory, phone_shards):
     from audiolm_pl.semantic.corpus import iter_utterances
 
     root = tmp_path_factory.mktemp("ssl_corpus")
-    train = write_tiny_shards(root / "train")
-    write_tiny_shards(root / "val", speakers=(("v", 150.0),), per_speaker=2)
+    train = shutil.copytree(phone_shards.train, root / "train")
+    shutil.copytree(phone_shards.val, root / "val")
     wavs = [torch.from_numpy(u.wav) for u in iter_utterances(train)]
     mfcc = fit_tokenizer(FramePipeline(FeatureSource(kind="mel"), 50.0), wavs, KMeansConfig(num_clusters=20, batch_size=256, epochs=2))
     mfcc.save(root / "mfcc_v0.safetensors")

@@ -95,7 +95,7 @@ def test_tokenize_job_with_whisper_tokenizer(whisper_tokenizers, audio_shards, t
             "--batch-size", "3"]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["token_specs"]["semantic"]["vocab_size"] == 12 and manifest["samples"] == 4
+    assert manifest["token_specs"]["semantic"]["vocab_size"] == 12 and manifest["total_samples"] == 4
     tokenizer = load_tokenizer(semantic_path)
     written = read_samples(out / "tokens-000000.tar")
     for sample in wds.tarfile_samples([{"url": str(sorted(audio_shards.val.glob("*.tar"))[0])}]):

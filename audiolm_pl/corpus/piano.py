@@ -20,6 +20,7 @@ import numpy as np
 import soundfile
 
 from audiolm_pl.corpus.rounds import make_in_rounds, write_summary
+from audiolm_pl.fileio import atomic_output, atomic_write_text
 
 SAMPLE_RATE = 16000
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -84,11 +85,9 @@ def render_work(job: tuple[str, str, str, float]) -> float | str:
         return f"{score_path.name}: rendered less than a second of sound"
     clip = mono[loud[0] : loud[-1] + 1][: int(clip_seconds * SAMPLE_RATE)]
     clip = clip / max(1.0, float(np.abs(clip).max()) / 0.95)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.with_suffix(".txt").write_text(title + "\n")
-    tmp_path = target.with_name(f".{target.name}.tmp.wav")
-    soundfile.write(str(tmp_path), clip, SAMPLE_RATE)
-    tmp_path.replace(target)
+    atomic_write_text(target.with_suffix(".txt"), title + "\n")
+    with atomic_output(target) as temporary:  # the wav appears last: a work with a wav is whole
+        soundfile.write(str(temporary), clip, SAMPLE_RATE, format="WAV")
     return len(clip) / SAMPLE_RATE
 
 

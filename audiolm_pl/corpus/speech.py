@@ -20,6 +20,7 @@ import soxr
 from audiolm_pl.corpus.rounds import make_in_rounds, write_summary
 from audiolm_pl.corpus.text import load_sentences
 from audiolm_pl.corpus.tts import Speaker, TTSFailure, require_engines, speakers, synthesize
+from audiolm_pl.fileio import atomic_output, atomic_write_text
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -51,12 +52,11 @@ def make_clip(job: tuple[Speaker, str, str]) -> float | str:
         mono = soxr.resample(mono, rate, SAMPLE_RATE).astype(np.float32)
     if len(mono) < SAMPLE_RATE // 4 or not np.isfinite(mono).all() or np.abs(mono).max() < 1e-4:
         return f"{speaker.name}: engine produced no usable audio for {text!r}"
-    target.with_suffix(".txt").write_text(text + "\n")
+    atomic_write_text(target.with_suffix(".txt"), text + "\n")
     if phones:
-        target.with_name(f"{target.stem}.phones.json").write_text(json.dumps(phones))
-    tmp = target.with_name(f".{target.name}.tmp.wav")
-    soundfile.write(str(tmp), mono, SAMPLE_RATE)
-    tmp.replace(target)  # the wav appears last: a clip with a wav is whole
+        atomic_write_text(target.with_name(f"{target.stem}.phones.json"), json.dumps(phones))
+    with atomic_output(target) as temporary:  # the wav appears last: a clip with a wav is whole
+        soundfile.write(str(temporary), mono, SAMPLE_RATE, format="WAV")
     return len(mono) / SAMPLE_RATE
 
 

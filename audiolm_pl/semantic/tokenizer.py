@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from audiolm_pl.config import from_dict, to_dict
+from audiolm_pl.fileio import atomic_output
 from audiolm_pl.semantic.features import FeatureSource, build_features, fit_length, portable_source_path, reduce_frames
 from audiolm_pl.semantic.kmeans import KMeansConfig, MiniBatchKMeans, assign
 from audiolm_pl.tokens import SemanticTokenizer, tensors_hash
@@ -133,14 +134,12 @@ class KMeansSemanticTokenizer(SemanticTokenizer):
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
         """Write one safetensors file atomically; `extra` (plain JSON) is stored beside the metadata."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         metadata = self.metadata()
         metadata["source"]["path"] = portable_source_path(self.source.path, path.parent)
         header = {"audiolm_pl": json.dumps({**metadata, "extra": extra or {}})}
         tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in ("centroids", "mean", "std")}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=header)
-        tmp.replace(path)
+        with atomic_output(path) as temporary:
+            save_file(tensors, str(temporary), metadata=header)
         return path
 
 
