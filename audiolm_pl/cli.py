@@ -1,8 +1,11 @@
 """`audiolm-pl` (also `python -m audiolm_pl`): one entry point, one sub-command per job.
 
-Each area of the package contributes its sub-commands through an `add_commands(subparsers)`
-function in its own `cli` module, listed in `COMMAND_MODULES`; a parsed command runs the
-function stored as `func` in its namespace.
+This module only builds the parser and dispatches. Every sub-command comes from the `cli` module of
+the package that does the work, listed in `COMMAND_MODULES`: its `add_commands(subparsers)` adds the
+sub-command's parser and stores the function that runs it as `func` (`set_defaults(func=...)`); `main`
+parses and calls `args.func(args)`. Command functions call library functions that jobs and notebooks
+call too (`training.fit_stage`, `semantic.cli.fit_kmeans`, `inference.generate.generate_files`, ...)
+and import them inside the function, so a `cli` module adds no heavy import to building the parser.
 """
 
 from __future__ import annotations
@@ -14,38 +17,18 @@ import sys
 from typing import Sequence
 
 COMMAND_MODULES = (
-    "audiolm_pl.data.cli",  # data shards | speech | piano
+    "audiolm_pl.data.cli",  # data shards | speech | piano | real
     "audiolm_pl.codec.cli",  # codec roundtrip | encode | decode
-    "audiolm_pl.semantic.cli",
-    "audiolm_pl.jobs.tokenize_cli",
+    "audiolm_pl.semantic.cli",  # semantic kmeans | encode | measure
+    "audiolm_pl.jobs.cli",  # train | tokenize | main
     "audiolm_pl.inference.cli",  # generate
     "audiolm_pl.evaluation.cli",  # eval
-    "audiolm_pl.jobs.main",  # main
 )
 
 
-def add_train_command(subparsers) -> None:
-    from audiolm_pl.registry import STAGES
-
-    parser = subparsers.add_parser(
-        "train",
-        help="train one stage (codec, ssl, semantic, coarse, fine)",
-        description="Train one stage with Lightning. Overrides are dotted keys: trainer.max_steps=100 model.dim=64",
-    )
-    parser.add_argument("stage", choices=sorted(STAGES), help="which stage to train")
-    parser.add_argument("--config", default="tiny", help="a name under conf/<stage>/ (tiny, small, paper) or a YAML path")
-    parser.add_argument("--trainer", default=None, help="a trainer preset under conf/trainer/ (cpu, ddp, fsdp) or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    parser.set_defaults(func=_run_train)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from audiolm_pl.training import load_stage_config, train_stage
-
-    run_config = load_stage_config(args.stage, args.config, args.trainer, args.overrides)
-    directory = train_stage(args.stage, run_config)
-    print(f"{args.stage}: run directory {directory} (checkpoint {directory / 'checkpoints' / 'last.ckpt'})")
-    return 0
+def comma_list(text: str) -> list[str]:
+    """'whisper, sphinx,' -> ['whisper', 'sphinx']: an argument holding a comma-separated list (empty items dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_train_command(subparsers)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(subparsers)
     return parser

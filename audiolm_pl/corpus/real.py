@@ -340,7 +340,9 @@ def add_command(data_commands) -> None:
 
 
 def _run(args) -> int:
-    keys = [key.strip() for key in args.packages.split(",") if key.strip()]
+    from audiolm_pl.cli import comma_list
+
+    keys = comma_list(args.packages)
     summary = make_real_corpus(args.out_dir, keys, args.val_fraction, args.join_seconds, args.seed,
                                sounds_root=args.sounds_root, doc_root=args.doc_root)
     print(f"real speech corpus {args.out_dir}: {summary['clips']} clips, {summary['hours']:.3f} h, "

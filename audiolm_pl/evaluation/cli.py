@@ -6,11 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from audiolm_pl.cli import comma_list
 from audiolm_pl.evaluation.runner import SECTIONS, EvalConfig
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def add_commands(subparsers) -> None:
@@ -25,32 +22,40 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--per-speaker", type=int, default=EvalConfig.per_speaker, help="utterances per speaker")
     parser.add_argument("--prompt-seconds", type=float, default=EvalConfig.prompt_seconds)
     parser.add_argument("--seconds", type=float, default=EvalConfig.seconds, help="continuation length")
-    parser.add_argument("--asr", type=_names, default=["whisper", "sphinx"], help="comma-separated: whisper, sphinx, hf:DIR")
+    parser.add_argument("--asr", type=comma_list, default=["whisper", "sphinx"], help="comma-separated: whisper, sphinx, hf:DIR")
     parser.add_argument("--speaker", default=EvalConfig.speaker, help="resemblyzer | xvector:DIR | mfcc")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
-    parser.add_argument("--sections", type=_names, default=list(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--sections", type=comma_list, default=list(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="prompts per continue_audio call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. sampling.coarse.temperature=0.9")
     parser.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from audiolm_pl.evaluation.packages import MissingEvalPackage
+def evaluate_pipeline_files(pipeline: str | Path, shards: str | Path, config: EvalConfig, out: Path,
+                            overrides: tuple[str, ...] = ()):
+    """A pipeline YAML judged on held-out utterances of `shards` -> `EvalReport`; writes `out`/eval.json, report.md
+    and continuations/. Raises `MissingEvalPackage` when a judge's package is not installed."""
     from audiolm_pl.evaluation.runner import evaluate_pipeline
     from audiolm_pl.evaluation.selection import load_eval_utterances
     from audiolm_pl.inference.audiolm import AudioLM
     from audiolm_pl.semantic.corpus import shard_files
 
+    shard_files(shards)  # a missing shard directory fails before anything loads
+    model = AudioLM.from_config(pipeline, overrides=overrides)
+    utterances = load_eval_utterances(shards, model.sample_rate, config.per_speaker, config.min_utterance_seconds, config.seed)
+    return evaluate_pipeline(model, utterances, config, out_dir=out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from audiolm_pl.evaluation.packages import MissingEvalPackage
+
     config = EvalConfig(per_speaker=args.per_speaker, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
                         asr=args.asr, speaker=args.speaker, dnsmos=not args.no_dnsmos, sections=args.sections,
                         batch_size=args.batch_size, seed=args.seed)
-    shard_files(args.shards)  # a missing shard directory fails before anything loads
     out = args.out or Path(args.pipeline).parent / "eval"
-    model = AudioLM.from_config(args.pipeline, overrides=tuple(args.overrides or ()))
-    utterances = load_eval_utterances(args.shards, model.sample_rate, config.per_speaker, config.min_utterance_seconds, config.seed)
     try:
-        report = evaluate_pipeline(model, utterances, config, out_dir=out)
+        report = evaluate_pipeline_files(args.pipeline, args.shards, config, out, tuple(args.overrides or ()))
     except MissingEvalPackage as err:
         print(f"audiolm-pl eval: error: {err}", file=sys.stderr)
         return 2

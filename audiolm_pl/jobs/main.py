@@ -2,6 +2,9 @@
 
 Steps run in order; each one records `<workdir>/steps/<name>.done` when it finishes, so an
 interrupted job picks up at the first unfinished step (and each step is itself resumable).
+Steps call the library functions that the sub-commands call (`training.fit_stage`,
+`semantic.cli.fit_kmeans`, `jobs.cli.tokenize_with_checkpoints`, `inference.generate.generate_files`,
+`evaluation.cli.evaluate_pipeline_files`) and take their figures from what those return.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from audiolm_pl.fileio import atomic_write_json
-from audiolm_pl.jobs.report import export_prompts, last_scalars, write_markdown_report
+from audiolm_pl.jobs.report import export_prompts, write_markdown_report
 
 log = logging.getLogger(__name__)
 
@@ -112,30 +115,35 @@ def step_shards(config: MainJobConfig) -> dict:
     return figures
 
 
-def _cli(*argv: str) -> None:
-    from audiolm_pl.cli import main
-
-    code = main([str(arg) for arg in argv])
-    if code:
-        raise RuntimeError(f"audiolm-pl {' '.join(map(str, argv))} failed with exit code {code}")
-
-
 def _minutes(value: float) -> str:
     total = int(value * 60)
     return f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
 def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -> dict:
-    _cli("train", stage, "--config", config.size, "--trainer", config.trainer,
-         f"trainer.output_dir={config.root / 'runs'}", f"trainer.run_name={stage}",
-         f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides,
-         *([f"trainer.max_steps={config.max_steps}"] if config.max_steps else []))
-    return last_scalars(config.root / "runs" / stage)
+    """Train `stage` at the job's size into runs/<stage>; returns the run's last val/ and train/ figures and step."""
+    from audiolm_pl.training import fit_stage, load_stage_config
+
+    overrides = (f"trainer.output_dir={config.root / 'runs'}", f"trainer.run_name={stage}",
+                 f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides,
+                 *([f"trainer.max_steps={config.max_steps}"] if config.max_steps else []))
+    result = fit_stage(stage, load_stage_config(stage, config.size, config.trainer, overrides))
+    figures = {name: round(value, 4) for name, value in sorted(result.metrics.items()) if name.startswith(("val/", "train/"))}
+    return {**figures, "step": result.step}
 
 
 def step_codec(config: MainJobConfig) -> dict:
     return _train(config, "codec", config.codec_minutes, f"data.train_shards={config.train_split('shards')}",
                   f"data.val_shards={config.root / 'shards' / 'speech' / 'val'}")
+
+
+def _kmeans(config: MainJobConfig, source: str, shards: list[Path], out: Path, frame_rate: float, max_frames: int,
+            layer: int = 6) -> None:
+    """`semantic kmeans`: a tokenizer file at `out`. source: mfcc | whisper | ssl:RUN_DIR; layer: ssl sources only."""
+    from audiolm_pl.semantic.cli import fit_kmeans, parse_source
+
+    fit_kmeans(parse_source(source, layer, sample_rate=16000), shards, out, clusters=config.semantic_clusters,
+               frame_rate=frame_rate, max_frames=max_frames, seed=config.seed)
 
 
 def step_semantic_tokenizer(config: MainJobConfig) -> dict:
@@ -144,8 +152,7 @@ def step_semantic_tokenizer(config: MainJobConfig) -> dict:
     if config.semantic_source == "ssl":
         return _ssl_tokenizer(config, out)
     shards = [config.root / "shards" / corpus / "train" for corpus in config.corpora]  # drawn from in turn
-    _cli("semantic", "kmeans", "--source", config.semantic_source, "--shards", *shards, "--clusters",
-         config.semantic_clusters, "--frame-rate", 25, "--max-frames", 60000, "--seed", config.seed, "--out", out)
+    _kmeans(config, config.semantic_source, shards, out, frame_rate=25, max_frames=60000)
     return {}
 
 
@@ -153,21 +160,22 @@ def _ssl_tokenizer(config: MainJobConfig, out: Path) -> dict:
     """HuBERT-style iteration: MFCC k-means targets -> our SSL model -> k-means on its features."""
     shards = config.root / "shards" / "speech"
     targets = out.parent / "mfcc_50hz.safetensors"
-    _cli("semantic", "kmeans", "--source", "mfcc", "--shards", shards / "train", "--clusters", config.semantic_clusters,
-         "--frame-rate", 50, "--max-frames", 200000, "--seed", config.seed, "--out", targets)
+    _kmeans(config, "mfcc", [shards / "train"], targets, frame_rate=50, max_frames=200000)
     figures = _train(config, "ssl", config.ssl_minutes, f"targets.tokenizer={targets}",
                      f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
-    _cli("semantic", "kmeans", "--source", f"ssl:{config.root / 'runs' / 'ssl'}", "--layer", 1, "--shards", shards / "train",
-         "--clusters", config.semantic_clusters, "--frame-rate", 25, "--max-frames", 200000, "--seed", config.seed,
-         "--out", out)
+    _kmeans(config, f"ssl:{config.root / 'runs' / 'ssl'}", [shards / "train"], out, frame_rate=25, max_frames=200000,
+            layer=1)
     return figures
 
 
 def step_tokenize(config: MainJobConfig) -> dict:
+    from audiolm_pl.jobs.cli import tokenize_with_checkpoints
+
     splits = [(corpus, "train") for corpus in config.corpora] + [("speech", "val")]
     for corpus, split in splits:
-        _cli("tokenize", "--codec", config.root / "runs" / "codec", "--semantic", config.root / "semantic" / "tokenizer.safetensors",
-             config.root / "shards" / corpus / split, config.root / "tokens" / corpus / split, "--trainer", config.trainer)
+        tokenize_with_checkpoints(config.root / "runs" / "codec", config.root / "semantic" / "tokenizer.safetensors",
+                                  config.root / "shards" / corpus / split, config.root / "tokens" / corpus / split,
+                                  trainer=config.trainer)
     return {}
 
 
@@ -194,26 +202,34 @@ def write_pipeline_yaml(config: MainJobConfig) -> Path:
 
 
 def step_generate(config: MainJobConfig) -> dict:
+    from audiolm_pl.inference.audiolm import AudioLM
+    from audiolm_pl.inference.generate import generate_files
+
     pipeline = write_pipeline_yaml(config)
     out = config.root / "generated"
     prompts = export_prompts(config.root / "shards" / "speech" / "val", out / "prompts", config.prompts,
                              min_seconds=config.prompt_seconds + 0.5)
+    model = AudioLM.from_config(pipeline)
     made = []
     for index, prompt in enumerate(prompts):
-        target = out / f"{prompt.stem}-continuation.wav"
-        _cli("generate", "--pipeline", pipeline, "--prompt", prompt, "--seconds", config.continuation_seconds,
-             "--out", target, "--seed", config.seed + index)
-        made.append(str(target))
+        (written,) = generate_files(model, "continue", out / f"{prompt.stem}-continuation.wav", prompt=prompt,
+                                    seconds=config.continuation_seconds, seed=config.seed + index,
+                                    prompt_seconds=config.prompt_seconds)
+        made.append(str(written.path))
     return {"continuations": made, "pipeline": str(pipeline)}
 
 
 def step_eval(config: MainJobConfig) -> dict:
-    """`audiolm-pl eval` on the held-out speakers: codec round trip, acoustic generation, continuations."""
+    """The `audiolm-pl eval` figures on the held-out speakers: codec round trip, acoustic generation, continuations."""
+    from audiolm_pl.evaluation.cli import evaluate_pipeline_files
+    from audiolm_pl.evaluation.runner import EvalConfig
+
     out = config.root / "eval"
-    _cli("eval", "--pipeline", write_pipeline_yaml(config), "--shards", config.root / "shards" / "speech" / "val",
-         "--out", out, "--per-speaker", config.eval_per_speaker, "--prompt-seconds", config.prompt_seconds,
-         "--seconds", config.continuation_seconds, "--seed", config.seed)
-    targets = json.loads((out / "eval.json").read_text())["targets"]
+    eval_config = EvalConfig(per_speaker=config.eval_per_speaker, prompt_seconds=config.prompt_seconds,
+                             seconds=config.continuation_seconds, seed=config.seed)
+    report = evaluate_pipeline_files(write_pipeline_yaml(config), config.root / "shards" / "speech" / "val",
+                                     eval_config, out)
+    targets = report.to_dict()["targets"]  # as eval.json holds them
     return {"report": str(out / "report.md"),
             "targets": {t["name"]: {"figure": t["figure"], "passed": t["passed"]} for t in targets}}
 
@@ -256,23 +272,3 @@ def run_main_job(config: MainJobConfig) -> dict:
         write_markdown_report(report, config.root / "report.md")
         atomic_write_json(marker, report["steps"][name])
     return report
-
-
-def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "main", help="the whole pipeline on the embedded default corpus (corpus, shards, every stage, generation)",
-        description="Runs every step not yet done under workdir (resumable). Keys of MainJobConfig as overrides: "
-                    "speech_hours=5 codec_minutes=60 semantic_source=ssl real_speech=[].",
-    )
-    parser.add_argument("overrides", nargs="*", help="MainJobConfig overrides, e.g. speech_hours=2 codec_minutes=20")
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    from audiolm_pl.config import load_config
-
-    config = load_config(MainJobConfig, overrides=args.overrides)
-    report = run_main_job(config)
-    total = sum(step["seconds"] for step in report["steps"].values()) / 60
-    print(f"main job done in {total:.1f} min of step time; report: {config.root / 'report.md'}")
-    return 0

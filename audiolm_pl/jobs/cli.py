@@ -1,0 +1,126 @@
+"""`audiolm-pl train | tokenize | main`: the jobs that drive the stages.
+
+    audiolm-pl train coarse --config small --trainer cpu trainer.max_steps=500
+    audiolm-pl tokenize --codec runs/codec --semantic runs/semantic/whisper.safetensors shards/speech/train tokens/speech/train
+    audiolm-pl main speech_hours=2 codec_minutes=20
+
+Each command calls a function that the main job (`jobs/main.py`) calls too: `training.fit_stage`,
+`tokenize_with_checkpoints` below, `jobs.main.run_main_job`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(subparsers) -> None:
+    _add_train(subparsers)
+    _add_tokenize(subparsers)
+    _add_main(subparsers)
+
+
+# -- train ---------------------------------------------------------------------------------
+
+
+def _add_train(subparsers) -> None:
+    from audiolm_pl.registry import STAGES
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train one stage (codec, ssl, semantic, coarse, fine)",
+        description="Train one stage with Lightning. Overrides are dotted keys: trainer.max_steps=100 model.dim=64",
+    )
+    parser.add_argument("stage", choices=sorted(STAGES), help="which stage to train")
+    parser.add_argument("--config", default="tiny", help="a name under conf/<stage>/ (tiny, small, paper) or a YAML path")
+    parser.add_argument("--trainer", default=None, help="a trainer preset under conf/trainer/ (cpu, ddp, fsdp) or a YAML path")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    parser.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from audiolm_pl.training import load_stage_config, train_stage
+
+    run_config = load_stage_config(args.stage, args.config, args.trainer, args.overrides)
+    directory = train_stage(args.stage, run_config)
+    print(f"{args.stage}: run directory {directory} (checkpoint {directory / 'checkpoints' / 'last.ckpt'})")
+    return 0
+
+
+# -- tokenize ------------------------------------------------------------------------------
+
+
+def _add_tokenize(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tokenize",
+        help="run the codec and the semantic tokenizer over audio shards, writing token shards",
+        description="Audio shards -> token shards (semantic.npy, acoustic.npy, json) + manifest.json. "
+        "Resumable: finished shards are skipped. Refuses an output directory made by other checkpoints.",
+    )
+    parser.add_argument("--codec", required=True, help="codec checkpoint or run directory (audiolm-pl train codec)")
+    parser.add_argument("--semantic", required=True, help="semantic tokenizer file (audiolm-pl semantic kmeans)")
+    parser.add_argument("in_shards", help="audio shard directory, brace pattern or glob")
+    parser.add_argument("out_shards", help="output directory for tokens-%%06d.tar + manifest.json")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
+    parser.add_argument("--trainer", default="cpu", help="trainer preset under conf/trainer/ (cpu, ddp) or a YAML path")
+    parser.set_defaults(func=_run_tokenize)
+
+
+def tokenize_with_checkpoints(codec: str | Path, semantic: str | Path, in_shards: str | Path, out_shards: str | Path,
+                              batch_size: int = 8, trainer: str | Path = "cpu"):
+    """Audio shards -> token shards with the codec (checkpoint or run directory) and the semantic tokenizer file
+    that `codec` and `semantic` name; `trainer` is a preset under conf/trainer/ or a YAML path. Returns
+    `TokenizeReport` (jobs/tokenize_shards.py)."""
+    from audiolm_pl.checkpoint import file_hash, resolve_checkpoint_path
+    from audiolm_pl.codec import load_codec
+    from audiolm_pl.config import load_config, resolve_config_path
+    from audiolm_pl.jobs.tokenize_shards import tokenize_shards
+    from audiolm_pl.semantic import load_tokenizer
+    from audiolm_pl.training import TrainerConfig
+
+    preset = load_config(TrainerConfig, resolve_config_path("trainer", trainer))
+    trainer_kwargs = {"accelerator": preset.accelerator, "devices": preset.devices, "num_nodes": preset.num_nodes,
+                      "strategy": preset.strategy, "precision": "32-true"}  # codes must not depend on bf16 rounding
+    codec_path = resolve_checkpoint_path(codec)
+    return tokenize_shards(
+        load_codec(codec_path),
+        load_tokenizer(semantic),
+        str(in_shards),
+        str(out_shards),
+        codec_hash=file_hash(codec_path),
+        semantic_hash=file_hash(semantic),
+        batch_size=batch_size,
+        trainer_kwargs=trainer_kwargs,
+    )
+
+
+def _run_tokenize(args: argparse.Namespace) -> int:
+    report = tokenize_with_checkpoints(args.codec, args.semantic, args.in_shards, args.out_shards,
+                                       batch_size=args.batch_size, trainer=args.trainer)
+    print(f"tokenize: {report.shards_written} shards written, {report.shards_skipped} already there; "
+          f"{report.samples} samples, {report.hours:.3f} h in {report.out_dir}")
+    return 0
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _add_main(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "main", help="the whole pipeline on the embedded default corpus (corpus, shards, every stage, generation)",
+        description="Runs every step not yet done under workdir (resumable). Keys of MainJobConfig as overrides: "
+                    "speech_hours=5 codec_minutes=60 semantic_source=ssl real_speech=[].",
+    )
+    parser.add_argument("overrides", nargs="*", help="MainJobConfig overrides, e.g. speech_hours=2 codec_minutes=20")
+    parser.set_defaults(func=_run_main)
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    from audiolm_pl.config import load_config
+    from audiolm_pl.jobs.main import MainJobConfig, run_main_job
+
+    config = load_config(MainJobConfig, overrides=args.overrides)
+    report = run_main_job(config)
+    total = sum(step["seconds"] for step in report["steps"].values()) / 60
+    print(f"main job done in {total:.1f} min of step time; report: {config.root / 'report.md'}")
+    return 0
