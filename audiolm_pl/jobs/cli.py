@@ -4,8 +4,9 @@
     audiolm-pl tokenize --codec runs/codec --semantic runs/semantic/whisper.safetensors shards/speech/train tokens/speech/train
     audiolm-pl main speech_hours=2 codec_minutes=20
 
-Each command calls a function that the main job (`jobs/main.py`) calls too: `training.fit_stage`,
-`tokenize_with_checkpoints` below, `jobs.main.run_main_job`.
+Each command calls a library function: `training.train_stage` (the main job calls `fit_stage`, the same
+training that also returns its figures), `tokenize_with_checkpoints` below (the main job calls it too),
+`jobs.main.run_main_job`.
 """
 
 from __future__ import annotations
