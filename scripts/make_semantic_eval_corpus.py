@@ -4,9 +4,11 @@ Speakers = festival voice x resampling factor (pitch and formants x r, duration 
 Train and val speakers are disjoint; the ked voice is only in val. Val sentences are spoken by
 every val speaker (cross-speaker consistency). Not part of the package: an experiment helper.
 """
-import io, json, random, subprocess, sys, tarfile, tempfile
+import random, subprocess, sys, tempfile
 from pathlib import Path
 import soundfile, soxr
+from audiolm_pl.data.manifest import ShardEntry, ShardManifest, write_manifest
+from audiolm_pl.data.shard_io import ShardWriter
 
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "data/semantic_eval/shards")
 rng = random.Random(0)
@@ -67,16 +69,18 @@ def write(split, speakers, texts_for):
                                 "speaker": speaker, "text": t, "source": f"festival:{voice}", "offset": 0.0, "phones": ph}))
     random.Random(1).shuffle(samples)
     per = 100
-    names = []
-    for i in range(0, len(samples), per):
-        name = f"audio-{i // per:06d}.tar"; names.append(name)
-        with tarfile.open(out / name, "w") as tar:
-            for key, wav, meta in samples[i:i + per]:
-                buf = io.BytesIO(); soundfile.write(buf, wav, 16000, format="FLAC")
-                for suffix, payload in (("flac", buf.getvalue()), ("json", json.dumps(meta).encode())):
-                    info = tarfile.TarInfo(f"{key}.{suffix}"); info.size = len(payload); tar.addfile(info, io.BytesIO(payload))
-    hours = sum(len(w) for _, w, _ in samples) / 16000 / 3600
-    (out / "manifest.json").write_text(json.dumps({"shards": names, "samples": len(samples), "hours": hours, "sample_rate": 16000}))
+    entries = []
+    for i in range(0, len(samples), per):  # the package's one shard writer and manifest schema
+        name, part = f"audio-{i // per:06d}.tar", samples[i:i + per]
+        with ShardWriter(out / name) as writer:
+            for key, wav, meta in part:
+                writer.write_sample(key, meta, audio=wav, sample_rate=16000)
+        entries.append(ShardEntry(name, len(part), round(sum(len(w) for _, w, _ in part) / 16000, 3)))
+    manifest = ShardManifest(content="audio", sample_rate=16000, shards=entries,
+                             speakers=sorted({meta["speaker"] for _, _, meta in samples}),
+                             made_by={"command": "scripts/make_semantic_eval_corpus.py"})
+    write_manifest(out, manifest)
+    hours = manifest.total_seconds / 3600
     print(split, len(samples), "utterances", round(hours, 3), "h", flush=True)
 
 per_speaker = {s: random.Random(i).sample(train_texts, 140) for i, s in enumerate(train_speakers)}
