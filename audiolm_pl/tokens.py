@@ -19,6 +19,7 @@ import abc
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,9 +71,46 @@ class TokenSpec:
         if self.frame_rate <= 0:
             raise ValueError(f"TokenSpec.frame_rate must be positive, got {self.frame_rate!r}")
 
+    # -- frame arithmetic: every samples <-> frames and rate-to-rate conversion goes through these ----------
     @property
     def samples_per_frame(self) -> float:
         return self.sample_rate / self.frame_rate
+
+    def num_frames(self, samples: int) -> int:
+        """Whole frames in `samples` audio samples: floor(samples * frame_rate / sample_rate). A producer fed
+        padded audio makes more; the first `num_frames(length)` are the clip's own."""
+        return int(samples * self.frame_rate // self.sample_rate)
+
+    def samples_for(self, frames: int) -> int:
+        """Audio samples that `frames` frames decode to."""
+        return round(frames * self.samples_per_frame)
+
+    def frames_in(self, seconds: float) -> int:
+        """Whole frames that fit in `seconds` (a crop, a chunk): floor(seconds * frame_rate)."""
+        return math.floor(seconds * self.frame_rate)
+
+    def frames_covering(self, seconds: float) -> int:
+        """Frames needed to cover `seconds` (an output length): ceil(seconds * frame_rate)."""
+        return math.ceil(seconds * self.frame_rate)
+
+    def frame_ratio(self, other: "TokenSpec") -> float:
+        """Frames of this spec per frame of `other` (acoustic.frame_ratio(semantic) = 2 at 50 Hz / 25 Hz)."""
+        return self.frame_rate / other.frame_rate
+
+    def whole_frame_ratio(self, other: "TokenSpec") -> int:
+        """`frame_ratio(other)` where it must be a whole number >= 1 (layouts that give each of `other`'s
+        frames the same number of ours); `ValueError` naming both rates otherwise."""
+        ratio = self.frame_ratio(other)
+        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+            raise ValueError(f"{self.kind} frame rate {self.frame_rate:g} Hz is not a whole multiple of the "
+                             f"{other.kind} frame rate {other.frame_rate:g} Hz (ratio {ratio:g})")
+        return int(round(ratio))
+
+    def frames_for(self, count: int, other: "TokenSpec", whole: bool = False) -> int:
+        """Our frames spanning the time of `count` frames of `other`: rounded to the nearest, or with
+        `whole` only the frames that `count` covers entirely (floor)."""
+        frames = count * self.frame_rate / other.frame_rate
+        return int(frames) if whole else round(frames)
 
     def describe(self) -> str:
         if self.kind == "acoustic":
@@ -114,8 +152,10 @@ def require_same_spec(
     )
 
 
-class AcousticCodec(nn.Module, abc.ABC):
-    """Waveform <-> residual codes (B, T_a, Q). Implemented by the codec stage (`registry.CODECS`)."""
+class TokenProducer(nn.Module, abc.ABC):
+    """What the codec and the semantic tokenizer share: audio rate, frame rate, an identity and a spec."""
+
+    token_kind: TokenKind
 
     @property
     @abc.abstractmethod
@@ -124,6 +164,20 @@ class AcousticCodec(nn.Module, abc.ABC):
     @property
     @abc.abstractmethod
     def frame_rate(self) -> float: ...
+
+    def identity(self) -> str:
+        """A hash of what decides the tokens; by default every weight and buffer (see `tensors_hash`)."""
+        return tensors_hash(self.state_dict())
+
+    def _spec(self, vocab_size: int, num_quantizers: int) -> TokenSpec:
+        return TokenSpec(kind=self.token_kind, sample_rate=int(self.sample_rate), frame_rate=float(self.frame_rate),
+                         vocab_size=int(vocab_size), num_quantizers=int(num_quantizers))
+
+
+class AcousticCodec(TokenProducer):
+    """Waveform <-> residual codes (B, T_a, Q). Implemented by the codec stage (`registry.CODECS`)."""
+
+    token_kind = "acoustic"
 
     @property
     @abc.abstractmethod
@@ -141,31 +195,15 @@ class AcousticCodec(nn.Module, abc.ABC):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T_a, q) int64 with q <= Q (fewer levels = lower bitrate) -> wav (B, T_wav)."""
 
-    def identity(self) -> str:
-        """A hash of the weights, which decide the codes (see `tensors_hash`)."""
-        return tensors_hash(self.state_dict())
-
     @property
     def token_spec(self) -> TokenSpec:
-        return TokenSpec(
-            kind="acoustic",
-            sample_rate=int(self.sample_rate),
-            frame_rate=float(self.frame_rate),
-            vocab_size=int(self.codebook_size),
-            num_quantizers=int(self.num_quantizers),
-        )
+        return self._spec(self.codebook_size, self.num_quantizers)
 
 
-class SemanticTokenizer(nn.Module, abc.ABC):
+class SemanticTokenizer(TokenProducer):
     """Waveform -> semantic ids (SSL features + k-means). Implemented by the semantic stage."""
 
-    @property
-    @abc.abstractmethod
-    def sample_rate(self) -> int: ...
-
-    @property
-    @abc.abstractmethod
-    def frame_rate(self) -> float: ...
+    token_kind = "semantic"
 
     @property
     @abc.abstractmethod
@@ -175,16 +213,6 @@ class SemanticTokenizer(nn.Module, abc.ABC):
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, T_wav) float at `sample_rate` -> ids (B, T_s) int64 in [0, vocab_size)."""
 
-    def identity(self) -> str:
-        """A hash of what decides the ids; by default every weight and buffer (see `tensors_hash`)."""
-        return tensors_hash(self.state_dict())
-
     @property
     def token_spec(self) -> TokenSpec:
-        return TokenSpec(
-            kind="semantic",
-            sample_rate=int(self.sample_rate),
-            frame_rate=float(self.frame_rate),
-            vocab_size=int(self.vocab_size),
-            num_quantizers=1,
-        )
+        return self._spec(self.vocab_size, 1)

@@ -41,3 +41,18 @@ def test_mismatch_names_both_sides_and_the_differences():
 
 def test_identical_specs_pass():
     require_same_spec(codec_spec(), codec_spec(), consumer="a", producer="b")
+
+
+def test_frame_arithmetic_of_a_spec():
+    acoustic, semantic = codec_spec(), TokenSpec("semantic", 16000, 25.0, 500)
+    assert acoustic.num_frames(16000 + 319) == 50 and acoustic.num_frames(16000 + 320) == 51  # whole frames only
+    assert acoustic.samples_for(51) == 51 * 320
+    assert acoustic.frames_in(0.999) == 49 and acoustic.frames_covering(0.981) == 50
+    assert acoustic.frame_ratio(semantic) == 2.0 and acoustic.whole_frame_ratio(semantic) == 2
+    assert acoustic.frames_for(7, semantic) == 14 and semantic.frames_for(15, acoustic) == 8  # 7.5 rounds to even
+    assert semantic.frames_for(15, acoustic, whole=True) == 7  # semantic frames that 15 acoustic ones cover
+
+
+def test_a_fractional_frame_ratio_is_refused_naming_both_rates():
+    with pytest.raises(ValueError, match="acoustic frame rate 75 Hz is not a whole multiple of the semantic frame rate 50 Hz"):
+        codec_spec(frame_rate=75.0).whole_frame_ratio(TokenSpec("semantic", 16000, 50.0, 500))
