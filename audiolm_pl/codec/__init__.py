@@ -1,6 +1,7 @@
 """The codec stage: acoustic tokens at 50 Hz. Two classes behind one `AcousticCodec` contract, chosen
 by `model.kind` in the config (`registry.CODECS`): SoundStream (the paper's, time-domain, GAN) and a
-frame-domain codec (ConvNeXt at the frame rate + inverse STFT + residual FSQ) that learns on a CPU."""
+frame-domain codec (ConvNeXt at the frame rate + inverse STFT + residual FSQ) that learns on a CPU. Both are
+`QuantizedCodec`s (base.py): encoder -> quantizer -> decoder, the contract's plumbing written once."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 
 import torch
 
+from audiolm_pl.codec.base import CodecOutput, QuantizedCodec
 from audiolm_pl.codec.frame_model import FrameCodec, FrameCodecConfig
 from audiolm_pl.codec.fsq import FSQConfig
-from audiolm_pl.codec.model import CodecOutput, SoundStream, SoundStreamConfig
+from audiolm_pl.codec.model import SoundStream, SoundStreamConfig
 from audiolm_pl.codec.quantizer import QuantizerConfig
 from audiolm_pl.tokens import AcousticCodec
 
-__all__ = ["CodecOutput", "FSQConfig", "FrameCodec", "FrameCodecConfig", "QuantizerConfig", "SoundStream",
+__all__ = ["CodecOutput", "FSQConfig", "FrameCodec", "FrameCodecConfig", "QuantizedCodec", "QuantizerConfig", "SoundStream",
            "SoundStreamConfig", "load_codec"]
 
 

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiolm_pl.codec.base import QuantizedCodec
 from audiolm_pl.codec.fsq import FactorisedResidualFSQ, FSQConfig
-from audiolm_pl.codec.model import CodecOutput
-from audiolm_pl.tokens import AcousticCodec
 
 MAX_LOG_MAGNITUDE = 6.0
 
@@ -81,7 +80,7 @@ class ConvNeXtStack(nn.Module):
         return self.out(self.norm_out(h))
 
 
-class FrameCodec(AcousticCodec):
+class FrameCodec(QuantizedCodec):
     def __init__(self, config: FrameCodecConfig):
         super().__init__()
         if config.hop_length % config.subframes:
@@ -98,16 +97,9 @@ class FrameCodec(AcousticCodec):
         self.quantizer = FactorisedResidualFSQ(config.latent_dim, config.quantizer)
         self.decoder = ConvNeXtStack(config.latent_dim, config.subframes * bins * 2, config, config.decoder_blocks)
 
-    sample_rate = property(lambda self: self.config.sample_rate)
-    frame_rate = property(lambda self: self.config.sample_rate / self.config.hop_length)
     codebook_size = property(lambda self: self.quantizer.codebook_size)
-    num_quantizers = property(lambda self: self.config.quantizer.num_quantizers)
 
     # -- waveform <-> frames -------------------------------------------------------------
-    def _pad(self, wav: torch.Tensor) -> torch.Tensor:
-        if wav.dim() != 2:
-            raise ValueError(f"expected wav of shape (B, T), got {tuple(wav.shape)}")
-        return F.pad(wav, (0, -wav.shape[1] % self.hop_length))  # (B, T_a * hop)
 
     def analysis(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, T_a * hop) -> log-magnitude frames (B, T_a, S * bins)."""
@@ -133,33 +125,9 @@ class FrameCodec(AcousticCodec):
         length = frames * self.hop_length
         return torch.istft(spec, self.config.n_fft, self.stft_hop, window=self.window, length=length)  # (B, T_a * hop)
 
-    # -- the AcousticCodec contract ------------------------------------------------------
-    def forward(self, wav: torch.Tensor, num_quantizers: int | None = None) -> CodecOutput:
-        """Training/eval pass: wav (B, T) -> reconstruction (B, T) via (possibly dropped-out) codes."""
-        length = wav.shape[1]
-        latents = self.encoder(self.analysis(self._pad(wav)))  # (B, T_a, D)
-        quantized = self.quantizer(latents, num_quantizers)
-        wav_out = self.synthesis(self.decoder(quantized.latents))[:, :length]  # (B, T)
-        return CodecOutput(wav_out, quantized.codes, quantized.commitment_loss)
+    # -- the two halves QuantizedCodec chains ------------------------------------------
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.analysis(wav))  # (B, T_a * hop) -> (B, T_a, S * bins) -> (B, T_a, D)
 
-    @torch.no_grad()
-    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, T) -> unquantized latents (B, ceil(T / hop), D)."""
-        return self.encoder(self.analysis(self._pad(wav)))
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, T_a, D), quantized or not -> wav (B, T_a * hop)."""
-        return self.synthesis(self.decoder(latents))
-
-    @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, T) -> codes (B, ceil(T / hop), Q) int64 (all levels)."""
-        return self.quantizer.encode(self.encode_latents(wav))  # (B, T_a, Q)
-
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, T_a, q) with q <= Q -> wav (B, T_a * hop); fewer levels = lower bitrate."""
-        if codes.dim() != 3 or not 1 <= codes.shape[2] <= self.num_quantizers:
-            raise ValueError(f"expected codes (B, T_a, q) with 1 <= q <= {self.num_quantizers}, got {tuple(codes.shape)}")
-        return self.decode_latents(self.quantizer.decode(codes))  # (B, T_a * hop)
+    def _waveform(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(self.decoder(latents))  # (B, T_a, D) -> (B, T_a, S * bins * 2) -> (B, T_a * hop)

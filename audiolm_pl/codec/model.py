@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from audiolm_pl.codec.quantizer import QuantizerConfig, QuantizerOutput, ResidualQuantizer
-from audiolm_pl.tokens import AcousticCodec
+from audiolm_pl.codec.base import CodecOutput, QuantizedCodec
+from audiolm_pl.codec.quantizer import QuantizerConfig, ResidualQuantizer
+
+__all__ = ["CodecOutput", "SoundStream", "SoundStreamConfig"]
 
 
 @dataclass
@@ -101,14 +103,7 @@ class Decoder(nn.Module):
         return self.net(latents)[:, 0]  # (B, D, T_a) -> (B, T_a * hop)
 
 
-@dataclass
-class CodecOutput:
-    wav: torch.Tensor  # (B, T) reconstruction
-    codes: torch.Tensor  # (B, T_a, Q) int64; -1 on levels dropped by quantizer dropout
-    commitment_loss: torch.Tensor  # () mean over the levels used
-
-
-class SoundStream(AcousticCodec):
+class SoundStream(QuantizedCodec):
     def __init__(self, config: SoundStreamConfig):
         super().__init__()
         self.config = config
@@ -117,42 +112,10 @@ class SoundStream(AcousticCodec):
         self.quantizer = ResidualQuantizer(config.latent_dim, config.quantizer)
         self.decoder = Decoder(config)
 
-    sample_rate = property(lambda self: self.config.sample_rate)
-    frame_rate = property(lambda self: self.config.sample_rate / self.hop_length)
     codebook_size = property(lambda self: self.config.quantizer.codebook_size)
-    num_quantizers = property(lambda self: self.config.quantizer.num_quantizers)
 
-    def _pad(self, wav: torch.Tensor) -> torch.Tensor:
-        if wav.dim() != 2:
-            raise ValueError(f"expected wav of shape (B, T), got {tuple(wav.shape)}")
-        return F.pad(wav, (0, -wav.shape[1] % self.hop_length))  # (B, T') with T' a multiple of the hop
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.encoder(wav).transpose(1, 2)  # (B, T_a * hop) -> (B, D, T_a) -> (B, T_a, D)
 
-    def forward(self, wav: torch.Tensor, num_quantizers: int | None = None) -> CodecOutput:
-        """Training/eval pass: wav (B, T) -> reconstruction (B, T) via (possibly dropped-out) codes."""
-        length = wav.shape[1]
-        latents = self.encoder(self._pad(wav)).transpose(1, 2)  # (B, T_a, D)
-        quantized: QuantizerOutput = self.quantizer(latents, num_quantizers)
-        wav_out = self.decoder(quantized.latents.transpose(1, 2))[:, :length]  # (B, T)
-        return CodecOutput(wav_out, quantized.codes, quantized.commitment_loss)
-
-    @torch.no_grad()
-    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, T) -> unquantized latents (B, ceil(T / hop), D)."""
-        return self.encoder(self._pad(wav)).transpose(1, 2)
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, T_a, D), quantized or not -> wav (B, T_a * hop)."""
-        return self.decoder(latents.transpose(1, 2))
-
-    @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, T) -> codes (B, ceil(T / hop), Q) int64 (all levels)."""
-        return self.quantizer.encode(self.encode_latents(wav))  # (B, T_a, Q)
-
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, T_a, q) with q <= Q -> wav (B, T_a * hop); fewer levels = lower bitrate."""
-        if codes.dim() != 3 or not 1 <= codes.shape[2] <= self.num_quantizers:
-            raise ValueError(f"expected codes (B, T_a, q) with 1 <= q <= {self.num_quantizers}, got {tuple(codes.shape)}")
-        return self.decode_latents(self.quantizer.decode(codes))  # (B, T_a * hop)
+    def _waveform(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents.transpose(1, 2))  # (B, T_a, D) -> (B, D, T_a) -> (B, T_a * hop)

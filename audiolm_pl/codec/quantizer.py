@@ -77,6 +77,3 @@ class ResidualQuantizer(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T_a, q<=Q) -> latents (B, T_a, D); missing levels count as dropped."""
         return self.rvq.get_output_from_indices(codes)  # (B, T_a, D)
-
-    def codebooks(self) -> torch.Tensor:
-        return self.rvq.codebooks  # (Q, codebook_size, codebook_dim)
