@@ -83,13 +83,13 @@ def _prefix_and_rule(layout, config):
     if isinstance(layout, CoarseLayout):
         semantic = torch.randint(0, layout.semantic_vocab, (1, 75))  # 3 s of semantic ids
         prefix = torch.cat([semantic, torch.tensor([[layout.sep]])], dim=1)  # (1, 76)
-        masks = [layout.allowed_level(q) for q in range(layout.num_coarse)]
+        masks = [layout.level_mask(q) for q in range(layout.num_coarse)]
         return prefix, lambda step, previous: masks[step % layout.num_coarse]
     assert isinstance(layout, FineLayout)
     frames = int(config.data.crop_seconds * SPECS["acoustic"].frame_rate)
     coarse = torch.randint(0, layout.codebook_size, (frames, layout.num_coarse)).numpy()
     prefix = torch.from_numpy(layout.prefix(coarse))[None]  # (1, frames * Q' + 1)
-    masks = [layout.allowed_level(q) for q in layout.levels]
+    masks = [layout.level_mask(q) for q in layout.levels]
     return prefix, lambda step, previous: masks[step % layout.num_fine]
 
 

@@ -48,8 +48,8 @@ def test_coarse_layout_offsets_levels_and_round_trip():
     assert example.levels.tolist() == [-1, -1, -1] + [0, 1] * 6
     assert layout.vocab_size == 10 + 1 + 16
     flat = torch.from_numpy(example.tokens[4:])[None]  # (1, 12)
-    assert torch.equal(layout.unflatten(flat)[0], torch.from_numpy(acoustic[:, :2]))
-    assert layout.allowed_level(1).nonzero().flatten().tolist() == list(range(19, 27))
+    assert torch.equal(layout.codes(flat)[0], torch.from_numpy(acoustic[:, :2]))
+    assert layout.level_mask(1).nonzero().flatten().tolist() == list(range(19, 27))
     assert layout_from_dict(layout.to_dict()) == layout
 
 
@@ -60,7 +60,7 @@ def test_fine_layout_offsets_levels_and_round_trip():
     # coarse level 0 at c, SEP = 24, fine levels 1, 2 at 8 + c, 16 + c
     assert example.tokens.tolist() == [1, 4, 24, 10, 19, 13, 22]
     assert example.levels.tolist() == [-1, -1, 1, 2, 1, 2]
-    assert torch.equal(layout.unflatten(torch.tensor([[10, 19, 13, 22]]))[0], torch.from_numpy(acoustic[:, 1:]))
+    assert torch.equal(layout.codes(torch.tensor([[10, 19, 13, 22]]))[0], torch.from_numpy(acoustic[:, 1:]))
 
 
 def test_crops_align_semantic_and_acoustic_frames():

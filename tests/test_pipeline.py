@@ -109,12 +109,9 @@ def test_notebook_runs(tiny_run):
 def test_continuation_ids_are_placed_at_their_times():
     """Issue #8: a prompt's raw ids cover 2 frames each (25 Hz ids, 50 Hz frames); the generated
     (deduplicated) ids share the frames that are left, not the whole output."""
-    from types import SimpleNamespace
+    from audiolm_pl.lm.windows import semantic_times
 
-    from audiolm_pl.inference.audiolm import AudioLM
-
-    model = SimpleNamespace(codec=SimpleNamespace(frame_rate=50.0), semantic_tokenizer=SimpleNamespace(frame_rate=25.0))
-    times = AudioLM._semantic_times(model, num_ids=75 + 100, prompt_ids=75, frames=500)  # 3 s prompt, 10 s out
+    times = semantic_times(num_ids=75 + 100, timed_ids=75, frames=500, frames_per_id=2.0)  # 3 s prompt, 10 s out
     np.testing.assert_allclose(times[:75], np.arange(75) * 2.0)  # the prompt: frames 0, 2, ..., 148
     assert times[75] == 150  # the first generated id starts where the prompt ends
     np.testing.assert_allclose(np.diff(times[75:]), 350 / 100)  # 100 ids over the 350 frames left

@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PipelineSampling:
-    """Per-stage sampling; the paper's temperatures are 0.6 / 0.8 / 0.6."""
+    """Per-stage sampling overrides. A stage left out (None) samples with its LM's own `sampling`, stored in
+    its checkpoint from its YAML (conf/lm/<stage>/*.yaml; the paper's 0.6 / 0.8 / 0.6); a stage given here
+    replaces that whole block (temperature, top_k, top_p)."""
 
-    semantic: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
-    coarse: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
-    fine: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
+    semantic: Optional[SamplingConfig] = None
+    coarse: Optional[SamplingConfig] = None
+    fine: Optional[SamplingConfig] = None
 
 
 @dataclass
@@ -54,8 +56,11 @@ class PipelineConfig:
     semantic_lm: str = "outputs/main/runs/semantic"
     coarse_lm: str = "outputs/main/runs/coarse"
     fine_lm: str = "outputs/main/runs/fine"
-    sampling: PipelineSampling = field(default_factory=PipelineSampling)
+    sampling: PipelineSampling = field(default_factory=PipelineSampling)  # default: each LM's own
     prompt_seconds: float = 3.0  # the CLI keeps this much of a prompt file
+    # semantic ids per semantic frame left after deduplication, to size unconditional generation by a semantic LM
+    # trained on deduplicated ids (a continuation measures its prompt's own); ~0.6 for 25 Hz speech tokens
+    dedup_density: float = 0.6
     device: str = "cpu"
     # accept a codec / semantic tokenizer other than the one that made the LMs' training tokens
     # (a deliberate swap of an equivalent producer); the LMs' token specs must still match
@@ -73,8 +78,12 @@ class GenerationResult:
 class AudioLM(nn.Module):
     def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: LoadedLM,
                  coarse_lm: LoadedLM, fine_lm: LoadedLM, sampling: Optional[PipelineSampling] = None,
-                 names: Optional[dict[str, str]] = None, allow_producer_swap: bool = False):
+                 names: Optional[dict[str, str]] = None, allow_producer_swap: bool = False,
+                 dedup_density: float = 0.6):
         super().__init__()
+        if not 0 < dedup_density <= 1:
+            raise ValueError(f"dedup_density must be in (0, 1] (ids per semantic frame after deduplication); "
+                             f"got {dedup_density}")
         self.codec, self.semantic_tokenizer = codec.eval(), semantic_tokenizer.eval()
         self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
         # registered so .to(device) moves the LMs too
@@ -82,6 +91,7 @@ class AudioLM(nn.Module):
         self.sampling = sampling or PipelineSampling()
         self.names = {"codec": "codec", "semantic_tokenizer": "semantic tokenizer", **(names or {})}
         self.allow_producer_swap = allow_producer_swap
+        self.dedup_density = dedup_density
         self.check_specs()
         self.check_producers()
 
@@ -106,6 +116,7 @@ class AudioLM(nn.Module):
             sampling=config.sampling,
             names=names,
             allow_producer_swap=config.allow_producer_swap,
+            dedup_density=config.dedup_density,
         )
         return model.to(config.device)
 
@@ -149,6 +160,10 @@ class AudioLM(nn.Module):
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
+    def stage_sampling(self, stage: str) -> SamplingConfig:
+        """The sampling `stage` generates with: the pipeline's override if it gives one, else its LM's own."""
+        return getattr(self.sampling, stage) or getattr(self, f"{stage}_lm").sampling
+
     @property
     def device(self) -> torch.device:
         return next(self.lms.parameters()).device
@@ -163,9 +178,10 @@ class AudioLM(nn.Module):
         semantic_prompt = self.semantic_tokenizer.encode(prompt)  # (B, T_sp)
         codes_prompt = self.codec.encode(prompt)  # (B, T_ap, Q)
         semantic = self._continue_semantic(semantic_prompt, seconds, generator)  # (B, T_s)
-        total_frames = codes_prompt.shape[1] + math.ceil(seconds * self.codec.frame_rate)
+        acoustic = self.codec.token_spec
+        total_frames = codes_prompt.shape[1] + acoustic.frames_covering(seconds)
         codes = self._acoustics(semantic, codes_prompt, total_frames, generator, semantic_prompt.shape[1])  # (B, T_a, L)
-        wav = self.codec.decode(codes)[:, : round(total_frames * self.codec.token_spec.samples_per_frame)]  # (B, T)
+        wav = self.codec.decode(codes)[:, : acoustic.samples_for(total_frames)]  # (B, T)
         wav[:, : prompt.shape[1]] = prompt  # the prompt itself, not its codec reconstruction
         return GenerationResult(wav, semantic, codes, prompt.shape[1])
 
@@ -178,33 +194,39 @@ class AudioLM(nn.Module):
         if wav is not None:
             semantic_ids = self.semantic_tokenizer.encode(_as_batch(wav, num_samples).to(self.device))  # (B, T_s)
         semantic_ids = semantic_ids.to(self.device)
-        frames = round(semantic_ids.shape[1] * self.codec.frame_rate / self.semantic_tokenizer.frame_rate)
+        frames = self.codec.token_spec.frames_for(semantic_ids.shape[1], self.semantic_tokenizer.token_spec)
         codes = self._acoustics(semantic_ids, None, frames, _generator(seed, self.device))  # (B, T_a, Q)
         return GenerationResult(self.codec.decode(codes), semantic_ids, codes, 0)
 
     @torch.inference_mode()
     def generate_unconditional(self, seconds: float, num_samples: int = 1, seed: Optional[int] = None) -> GenerationResult:
         generator = _generator(seed, self.device)
-        count = math.ceil(seconds * self.semantic_tokenizer.frame_rate * self._semantic_density(None))
-        semantic = generate_semantic(self.semantic_lm, None, count, self.sampling.semantic,
+        count = self._semantic_count(seconds, self._semantic_density(None))
+        semantic = generate_semantic(self.semantic_lm, None, count, self.stage_sampling("semantic"),
                                      batch_size=num_samples, generator=generator)  # (B, count)
-        frames = math.ceil(seconds * self.codec.frame_rate)
+        frames = self.codec.token_spec.frames_covering(seconds)
         codes = self._acoustics(semantic, None, frames, generator)  # (B, T_a, Q)
         return GenerationResult(self.codec.decode(codes), semantic, codes, 0)
 
     # -- stages ----------------------------------------------------------------------
     def _semantic_density(self, semantic_prompt: Optional[torch.Tensor]) -> float:
-        """Ids per frame left after deduplication (1.0 when the LM keeps repeats)."""
+        """Ids per frame left after deduplication: 1.0 when the LM keeps repeats, else the prompt's own
+        (first row), else the pipeline's `dedup_density`."""
         if not self.semantic_lm.layout.dedup:
             return 1.0
         if semantic_prompt is None or semantic_prompt.shape[1] < 2:
-            return 0.6  # typical for 25 Hz speech tokens
+            return self.dedup_density
         row = semantic_prompt[0].cpu().numpy()
         return max(0.1, len(dedup_consecutive(row)) / len(row))
 
+    def _semantic_count(self, seconds: float, density: float) -> int:
+        """Semantic ids to generate for `seconds` of audio at `density` ids per semantic frame."""
+        return math.ceil(seconds * self.semantic_tokenizer.token_spec.frame_rate * density)
+
     def _continue_semantic(self, semantic_prompt: torch.Tensor, seconds: float, generator) -> torch.Tensor:
-        count = math.ceil(seconds * self.semantic_tokenizer.frame_rate * self._semantic_density(semantic_prompt))
-        new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.sampling.semantic, generator=generator)
+        count = self._semantic_count(seconds, self._semantic_density(semantic_prompt))
+        new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.stage_sampling("semantic"),
+                                generator=generator)
         return torch.cat([semantic_prompt, new.to(semantic_prompt.device)], dim=1)  # (B, T_sp + count)
 
     def _time_aligned_coarse(self) -> bool:
@@ -213,56 +235,18 @@ class AudioLM(nn.Module):
 
     def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator,
                    prompt_ids: int = 0) -> torch.Tensor:
-        """semantic (B, T_s), the first `prompt_ids` of them the prompt's, + optional prompt codes (B, T_p, Q)
-        -> all codes (B, frames, L), L <= Q the levels the fine LM completes."""
+        """semantic (B, T_s), the first `prompt_ids` of them the prompt's (raw, at their times), + optional prompt
+        codes (B, T_p, Q) -> all codes (B, frames, L), L <= Q the levels the fine LM completes. Outputs longer
+        than the LMs' trained context are made as `lm/windows.py` says for each layout."""
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
-        if self._time_aligned_coarse():  # any length in one pass: the KV cache slides
-            coarse = generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.sampling.coarse,
-                                     num_frames=frames, generator=generator)  # (B, frames, Q')
-        else:
-            coarse = self._coarse_in_windows(semantic, coarse_prompt, frames, generator, prompt_ids)  # (B, frames, Q')
+        coarse = generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.stage_sampling("coarse"),
+                                 num_frames=frames, timed_ids=prompt_ids, generator=generator)  # (B, frames, Q')
         levels = self.fine_lm.layout.num_quantizers  # L <= Q: the codec decodes the first L levels
         fine_prompt = None if codes_prompt is None else codes_prompt[:, :, num_coarse:levels]  # (B, T_p, L - Q')
-        fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.sampling.fine, generator=generator)  # (B, frames, L - Q')
+        fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.stage_sampling("fine"),
+                             generator=generator)  # (B, frames, L - Q')
         return torch.cat([coarse, fine], dim=2)  # (B, frames, L)
-
-    def _semantic_times(self, num_ids: int, prompt_ids: int, frames: int) -> np.ndarray:
-        """The acoustic frame at which each of `num_ids` semantic ids starts (num_ids,): the prompt's ids are
-        raw (frame_rate apart, 2 frames each at 25 / 50 Hz); the generated ones, deduplicated by a dedup LM,
-        have lost their timing and are spread evenly over the frames that are left."""
-        per_id = self.codec.frame_rate / self.semantic_tokenizer.frame_rate
-        prompt_end = min(frames, round(prompt_ids * per_id))
-        generated = num_ids - prompt_ids
-        spread = prompt_end + np.arange(generated) * (frames - prompt_end) / max(1, generated)
-        return np.concatenate([np.arange(prompt_ids) * per_id, spread])
-
-    def _coarse_in_windows(self, semantic: torch.Tensor, coarse_prompt: Optional[torch.Tensor], frames: int,
-                           generator, prompt_ids: int = 0) -> torch.Tensor:
-        """Prefix layout: coarse codes (B, frames, Q') in windows of the trained crop, so any length can be made.
-
-        Each window re-states the semantic ids of its time span (`_semantic_times`) and the previous
-        half window's coarse frames as the prompt; it adds the other half.
-        """
-        window = max(2, int(self.coarse_lm.chunk_seconds * self.codec.frame_rate))
-        known = 0 if coarse_prompt is None else coarse_prompt.shape[1]
-        if frames <= window:
-            return generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.sampling.coarse,
-                                   num_frames=frames, generator=generator)  # (B, frames, Q')
-        times = self._semantic_times(semantic.shape[1], prompt_ids, frames)  # (T_s,)
-        coarse = coarse_prompt  # (B, known, Q') or None
-        while known < frames:
-            start = max(0, known - window // 2)
-            end = min(frames, start + window)
-            inside = np.flatnonzero((times >= start) & (times < end))
-            ids = semantic[:, inside.min() : inside.max() + 1] if len(inside) else semantic[:, -1:]  # (B, n)
-            prompt = None if coarse is None or known == 0 else coarse[:, start:known]  # (B, known - start, Q')
-            piece = generate_coarse(self.coarse_lm, ids, prompt, self.sampling.coarse,
-                                    num_frames=end - start, generator=generator)  # (B, end - start, Q')
-            new = piece[:, known - start :]  # (B, end - known, Q')
-            coarse = new if coarse is None else torch.cat([coarse, new], dim=1)  # (B, end, Q')
-            known = end
-        return coarse
 
 
 def _as_batch(wav: torch.Tensor, num_samples: int) -> torch.Tensor:

@@ -17,16 +17,15 @@ starts, so any length is generated in one pass with the sliding KV cache.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from audiolm_pl.lm.layouts import Example
+from audiolm_pl.lm.layouts import AcousticLayout, Example
 
 
 @dataclass
-class AlignedCoarseLayout:
+class AlignedCoarseLayout(AcousticLayout):
     semantic_vocab: int  # K: semantic ids 0..K-1; PAD = K
     codebook_size: int  # C: code c of level q is q * C + c; BOS = Q' * C
     num_coarse: int  # Q'
@@ -35,6 +34,7 @@ class AlignedCoarseLayout:
     context: int = 1  # semantic ids before the frame's own
 
     stage = "coarse"
+    order = "aligned"
 
     @property
     def bos(self) -> int:
@@ -74,31 +74,17 @@ class AlignedCoarseLayout:
         phase = W * (K + 1) + self.num_coarse + np.repeat(frames % self.frames_per_id, self.num_coarse)  # (T * Q',)
         return np.concatenate([ids, level[:, None], phase[:, None]], axis=1).astype(np.int64)
 
-    def flat_codes(self, coarse: np.ndarray) -> np.ndarray:
-        """coarse codes (T, >= Q') -> vocabulary ids (T * Q',), frame-major."""
-        return (coarse[:, : self.num_coarse] + self.codebook_size * np.arange(self.num_coarse)).reshape(-1)
-
     def example(self, semantic: np.ndarray, acoustic: np.ndarray) -> Example:
         frames = min(len(acoustic), len(semantic) * self.frames_per_id)
-        codes = self.flat_codes(acoustic[:frames])  # (T * Q',)
+        codes = self.code_ids(acoustic[:frames, : self.num_coarse]).reshape(-1)  # (T * Q',)
         tokens = np.concatenate([[self.bos], codes]).astype(np.int64)
         levels = np.tile(np.arange(self.num_coarse), frames).astype(np.int64)  # level of target tokens[i + 1]
         return Example(tokens, levels, self.conditions(semantic, frames))
 
+    def sequence_length(self, semantic_frames: int, acoustic_frames: int) -> int:
+        return 1 + acoustic_frames * self.num_coarse
+
     def prefix(self, prompt_coarse: np.ndarray | None) -> np.ndarray:
         """Generation prefix: BOS and the prompt's codes (P, Q') if any."""
-        codes = np.zeros(0, np.int64) if prompt_coarse is None else self.flat_codes(prompt_coarse)
-        return np.concatenate([[self.bos], codes]).astype(np.int64)
-
-    def level_mask(self, level: int) -> torch.Tensor:
-        mask = torch.zeros(self.vocab_size, dtype=torch.bool)  # (V,)
-        mask[level * self.codebook_size : (level + 1) * self.codebook_size] = True
-        return mask
-
-    def codes(self, ids: torch.Tensor) -> torch.Tensor:
-        """Generated ids (B, m * Q') -> coarse codes (B, m, Q')."""
-        codes = ids.reshape(ids.shape[0], -1, self.num_coarse)
-        return codes - self.codebook_size * torch.arange(self.num_coarse, device=ids.device)
-
-    def to_dict(self) -> dict:
-        return {"stage": self.stage, "order": "aligned", **asdict(self)}
+        prompt = np.zeros((0, self.num_coarse), np.int64) if prompt_coarse is None else prompt_coarse[:, : self.num_coarse]
+        return np.concatenate([[self.bos], self.code_ids(prompt).reshape(-1)]).astype(np.int64)  # (1 + P * Q',)

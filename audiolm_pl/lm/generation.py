@@ -5,8 +5,10 @@
     coarse = generate_coarse(lm, semantic_ids, prompt_coarse)   # (B, T_a, Q') incl. the prompt frames
     fine   = generate_fine(lm, coarse, prompt_fine)     # (B, T_a, Q - Q') incl. the prompt frames
 
-Every function takes optional `sampling` (default: the stage's `sampling` config), `use_cache`,
-`window` (attention span in tokens; default the trained context) and a torch `generator`.
+Every function takes optional `sampling` (default: the stage's `sampling` config, stored in its
+checkpoint from its YAML), `use_cache`, `window` (attention span in tokens; default the trained context)
+and a torch `generator`. Outputs of any length: how each layout goes past the trained context is
+`windows.py`'s business.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_st
 from audiolm_pl.config import from_dict
 from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
-from audiolm_pl.lm.layouts import layout_from_dict
+from audiolm_pl.lm.layouts import Layout, layout_from_dict
 from audiolm_pl.lm.sampling import SamplingConfig, generate
-from audiolm_pl.lm.stages import RUN_CONFIGS, make_layout
+from audiolm_pl.lm.stages import RUN_CONFIGS
 from audiolm_pl.lm.transformer import TransformerLM
+from audiolm_pl.lm.windows import frame_windows, ids_in_window, semantic_times
 from audiolm_pl.tokens import ProducerMismatch, TokenSpec, require_same_spec
 
 
@@ -36,12 +39,17 @@ PRODUCER_KINDS = {"semantic": "semantic tokenizer", "acoustic": "codec"}  # who 
 class LoadedLM:
     stage: str  # "semantic" | "coarse" | "fine"
     model: TransformerLM  # eval mode
-    layout: object  # SemanticLayout | CoarseLayout | FineLayout | Interleaved*Layout | AlignedCoarseLayout
+    layout: Layout  # as stored in the checkpoint
     token_specs: dict[str, TokenSpec]  # {"semantic": ..., "acoustic": ...} of the training shards
-    sampling: SamplingConfig  # the stage's default sampling
-    chunk_seconds: float  # training crop length (the fine stage generates chunks of this length)
+    sampling: SamplingConfig  # the stage's default sampling: its run config's `sampling` (its YAML)
+    chunk_seconds: float  # training crop length (the prefix layouts generate in windows of this length)
     path: Path
     producers: dict[str, str] = field(default_factory=dict)  # role -> identity() of what made its training tokens
+
+    @property
+    def crop_frames(self) -> int:
+        """Acoustic frames in a training crop: the window the prefix layouts generate in."""
+        return self.token_specs["acoustic"].frames_in(self.chunk_seconds)
 
     def require_specs(self, role: str, spec: TokenSpec, producer: str) -> None:
         """Refuse tokens of `spec` from `producer` unless this LM was trained on them."""
@@ -65,10 +73,13 @@ def load_lm(path: str | Path, expected_stage: Optional[str] = None, device: str 
     if checkpoint.stage not in RUN_CONFIGS:
         raise CheckpointError(f"{checkpoint.path} is a {checkpoint.stage!r} checkpoint, not an LM stage {sorted(RUN_CONFIGS)}")
     run_config = from_dict(RUN_CONFIGS[checkpoint.stage], checkpoint.config)
-    # the layout the stage was trained with, as stored; checkpoints from before it was stored rebuild it
-    layout = (layout_from_dict(checkpoint.layout) if checkpoint.layout
-              else make_layout(checkpoint.stage, run_config, checkpoint.token_specs))
-    model = TransformerLM(run_config.model, layout.vocab_size, getattr(layout, "condition_vocab", 0))
+    if not checkpoint.layout:
+        raise CheckpointError(
+            f"{checkpoint.path} stores no token layout (hyper_parameters['layout']): it was saved before LM "
+            f"checkpoints recorded theirs. Train the {checkpoint.stage} LM again (`audiolm-pl train "
+            f"{checkpoint.stage} ...`); its new checkpoints store the layout they were trained with")
+    layout = layout_from_dict(checkpoint.layout)  # the layout the stage was trained with, as stored
+    model = TransformerLM(run_config.model, layout.vocab_size, layout.condition_vocab)
     model.load_state_dict(sub_state_dict(checkpoint.state_dict, "model"))
     return LoadedLM(checkpoint.stage, model.eval().to(device), layout, checkpoint.token_specs,
                     run_config.sampling, run_config.data.crop_seconds, checkpoint.path, checkpoint.producers)
@@ -116,9 +127,9 @@ def _generate_blocks(lm: LoadedLM, conditions: torch.Tensor, known: Optional[tor
     return torch.cat([known.to(new.device), layout.generated_targets(new)], dim=1)  # (B, n, t)
 
 
-def _as_ids(codes: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
-    """codes (B, T, q) -> vocabulary ids (B, T, q) with one offset per level."""
-    return codes.long() + torch.from_numpy(offsets).to(codes.device)
+def _as_ids(layout, codes: torch.Tensor, first_level: int) -> torch.Tensor:
+    """codes (B, T, q) of levels first_level.. -> vocabulary ids (B, T, q) (`AcousticLayout.code_ids` on tensors)."""
+    return codes.long() + torch.from_numpy(layout.level_offsets(first_level, codes.shape[2])).to(codes.device)
 
 
 def _generate_coarse_interleaved(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse, total: int,
@@ -132,8 +143,7 @@ def _generate_coarse_interleaved(lm: LoadedLM, semantic_ids: torch.Tensor, promp
     known = None
     if prompt_coarse is not None:  # whole blocks only; a prompt frame left over is generated again
         prompt = prompt_coarse[:, : prompt_coarse.shape[1] // per_id * per_id, : layout.num_coarse]  # (B, P * r, Q')
-        offsets = layout.acoustic_base + layout.codebook_size * np.arange(layout.num_coarse)  # (Q',)
-        known = _as_ids(prompt, offsets).reshape(prompt.shape[0], -1, per_id * layout.num_coarse)  # (B, P, r * Q')
+        known = _as_ids(layout, prompt, 0).reshape(prompt.shape[0], -1, per_id * layout.num_coarse)  # (B, P, r * Q')
     targets = _generate_blocks(lm, conditions.to(semantic_ids.device), known, sampling, **options)  # (B, n, r * Q')
     return layout.codes(targets)[:, :total]  # (B, total, Q')
 
@@ -147,7 +157,7 @@ def _generate_coarse_aligned(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_co
                               for row in _numpy_rows(semantic_ids, semantic_ids.shape[0])]).to(device)  # (B, total * Q', w)
     prefix = torch.stack([torch.from_numpy(layout.prefix(row)) for row in
                           (_numpy_rows(prompt_coarse, semantic_ids.shape[0]) if known else [None] * semantic_ids.shape[0])])
-    masks = [layout.level_mask(level) for level in range(layout.num_coarse)]
+    masks = [layout.level_mask(level) for level in layout.levels]
     allowed = lambda step, previous: masks[step % layout.num_coarse]  # noqa: E731 the prompt holds whole frames
     new = generate(lm.model, prefix.to(device), (total - known) * layout.num_coarse, sampling or lm.sampling, allowed,
                    conditions=conditions, **options)  # (B, (total - known) * Q')
@@ -155,29 +165,64 @@ def _generate_coarse_aligned(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_co
     return new_codes if not known else torch.cat([prompt_coarse[:, :, : layout.num_coarse].to(device), new_codes], dim=1)
 
 
+def _coarse_prefix_pass(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse, frames: int, sampling,
+                        **options) -> torch.Tensor:
+    """Prefix layout, one window: [semantic ids] [SEP] [prompt codes] -> codes (B, frames, Q'), the prompt first."""
+    layout = lm.layout
+    known = 0 if prompt_coarse is None else prompt_coarse.shape[1]
+    prompts = _numpy_rows(prompt_coarse, semantic_ids.shape[0])
+    prefixes = [layout.prefix(s, p) for s, p in zip(_numpy_rows(semantic_ids, semantic_ids.shape[0]), prompts)]
+    masks = [layout.level_mask(level) for level in layout.levels]
+    allowed = lambda step, previous: masks[step % layout.num_coarse]  # noqa: E731 prompt holds whole frames
+    new = _generate_rows(lm, prefixes, (frames - known) * layout.num_coarse, allowed, sampling, **options)
+    new_codes = layout.codes(new)  # (B, frames - T_p, Q')
+    if prompt_coarse is None:
+        return new_codes
+    return torch.cat([prompt_coarse.to(new_codes.device), new_codes], dim=1)  # (B, frames, Q')
+
+
+def _generate_coarse_prefix(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse, total: int, timed_ids,
+                            sampling, **options) -> torch.Tensor:
+    """Prefix layout: in windows of the training crop sliding by half of it (`windows.frame_windows`). Each
+    window states the semantic ids of its own span and the previous half window's codes as its prompt."""
+    size = max(2, lm.crop_frames)  # a sliding window needs a frame to read and one to make
+    if total <= size:  # the whole output in one window: all the ids are its own
+        return _coarse_prefix_pass(lm, semantic_ids, prompt_coarse, total, sampling, **options)
+    known = 0 if prompt_coarse is None else prompt_coarse.shape[1]
+    specs = lm.token_specs
+    timed = semantic_ids.shape[1] if timed_ids is None else timed_ids
+    times = semantic_times(semantic_ids.shape[1], timed, total, specs["acoustic"].frame_ratio(specs["semantic"]))
+    coarse = prompt_coarse  # (B, known, Q') or None
+    for window in frame_windows(total, size, known, overlap=size // 2):
+        ids = semantic_ids[:, ids_in_window(times, window)]  # (B, n)
+        prompt = None if window.known == window.start else coarse[:, window.start : window.known]  # (B, known - start, Q')
+        piece = _coarse_prefix_pass(lm, ids, prompt, window.end - window.start, sampling, **options)  # (B, end - start, Q')
+        new = piece[:, window.known - window.start :]  # (B, end - known, Q')
+        coarse = new if coarse is None else torch.cat([coarse.to(new.device), new], dim=1)  # (B, end, Q')
+    return coarse
+
+
 def generate_coarse(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_coarse: Optional[torch.Tensor] = None,
-                    sampling: Optional[SamplingConfig] = None, num_frames: Optional[int] = None, **options) -> torch.Tensor:
+                    sampling: Optional[SamplingConfig] = None, num_frames: Optional[int] = None,
+                    timed_ids: Optional[int] = None, **options) -> torch.Tensor:
     """semantic_ids (B, T_s) (not deduplicated), prompt_coarse (B, T_p, Q') or None
-    -> coarse codes (B, T_a, Q'), the prompt frames first; T_a = num_frames or T_s * (50 Hz / 25 Hz)."""
+    -> coarse codes (B, T_a, Q'), the prompt frames first; T_a = num_frames or the frames of T_s ids (2 T_s).
+
+    timed_ids: how many leading ids sit at their own time (default all); the rest, generated by a semantic
+    LM that deduplicates, are spread evenly over the frames left when the prefix layout picks each
+    window's ids. The frame-synchronous layouts read every id at its time.
+    """
     _require_stage(lm, "coarse")
     layout, specs = lm.layout, lm.token_specs
-    total = num_frames or round(semantic_ids.shape[1] * specs["acoustic"].frame_rate / specs["semantic"].frame_rate)
+    total = num_frames or specs["acoustic"].frames_for(semantic_ids.shape[1], specs["semantic"])
     prompt_frames = 0 if prompt_coarse is None else prompt_coarse.shape[1]
     if prompt_frames > total:
         raise ValueError(f"prompt_coarse has {prompt_frames} frames; only {total} are to be generated")
-    if isinstance(layout, InterleavedLayout):
+    if isinstance(layout, InterleavedLayout):  # one pass over any length: the token window slides
         return _generate_coarse_interleaved(lm, semantic_ids, prompt_coarse, total, sampling, **options)
     if isinstance(layout, AlignedCoarseLayout):
         return _generate_coarse_aligned(lm, semantic_ids, prompt_coarse, total, sampling, **options)
-    prompts = _numpy_rows(prompt_coarse, semantic_ids.shape[0])
-    prefixes = [layout.prefix(s, p) for s, p in zip(_numpy_rows(semantic_ids, semantic_ids.shape[0]), prompts)]
-    masks = [layout.allowed_level(level) for level in range(layout.num_coarse)]
-    allowed = lambda step, previous: masks[step % layout.num_coarse]  # noqa: E731 prompt holds whole frames
-    new = _generate_rows(lm, prefixes, (total - prompt_frames) * layout.num_coarse, allowed, sampling, **options)
-    new_codes = layout.unflatten(new)  # (B, total - T_p, Q')
-    if prompt_coarse is None:
-        return new_codes
-    return torch.cat([prompt_coarse.to(new_codes.device), new_codes], dim=1)  # (B, T_a, Q')
+    return _generate_coarse_prefix(lm, semantic_ids, prompt_coarse, total, timed_ids, sampling, **options)
 
 
 def generate_fine(lm: LoadedLM, coarse_codes: torch.Tensor, prompt_fine: Optional[torch.Tensor] = None,
@@ -185,33 +230,26 @@ def generate_fine(lm: LoadedLM, coarse_codes: torch.Tensor, prompt_fine: Optiona
     """coarse_codes (B, T, Q'), prompt_fine (B, T_p, Q - Q') or None -> fine codes (B, T, Q - Q').
 
     With the paper's layout: generated on non-overlapping chunks of `lm.chunk_seconds` (3 s in the
-    paper); the prompt's fine frames are kept and given as context inside the chunk(s) they fall in.
-    With the interleaved layout: one pass, the KV cache sliding past the trained context.
+    paper; `windows.frame_windows`); the prompt's fine frames are kept and given as context inside the
+    chunk they end in. With the interleaved layout: one pass, the token window sliding.
     """
     _require_stage(lm, "fine")
     layout = lm.layout
     if isinstance(layout, InterleavedLayout):  # one pass over any length: the KV cache slides
-        conditions = _as_ids(coarse_codes[:, :, : layout.num_coarse], layout.codebook_size * np.arange(layout.num_coarse))
-        known = None if prompt_fine is None else _as_ids(prompt_fine, layout.codebook_size * layout.target_levels)
+        conditions = _as_ids(layout, coarse_codes[:, :, : layout.num_coarse], 0)
+        known = None if prompt_fine is None else _as_ids(layout, prompt_fine, layout.num_coarse)
         return layout.codes(_generate_blocks(lm, conditions, known, sampling, **options))  # (B, T, Q - Q')
-    chunk = max(1, int(lm.chunk_seconds * lm.token_specs["acoustic"].frame_rate))
     batch, frames = coarse_codes.shape[:2]
     known = 0 if prompt_fine is None else prompt_fine.shape[1]
-    masks = [layout.allowed_level(level) for level in layout.levels]
+    masks = [layout.level_mask(level) for level in layout.levels]
     allowed = lambda step, previous: masks[step % layout.num_fine]  # noqa: E731
-    pieces = []
-    for start in range(0, frames, chunk):
-        end = min(frames, start + chunk)
-        given = min(max(known - start, 0), end - start)  # prompt frames inside this chunk
-        prompt_piece = prompt_fine[:, start : start + given] if given else None  # (B, given, Q - Q')
-        if prompt_piece is not None:
-            pieces.append(prompt_piece.to(coarse_codes.device))
-        if given == end - start:
-            continue
-        prefixes = [layout.prefix(c, p) for c, p in zip(_numpy_rows(coarse_codes[:, start:end], batch),
+    pieces = [] if not known else [prompt_fine[:, :frames].to(coarse_codes.device)]  # (B, min(T_p, T), Q - Q')
+    for window in frame_windows(frames, max(1, lm.crop_frames), known):
+        prompt_piece = prompt_fine[:, window.start : window.known] if window.known > window.start else None
+        prefixes = [layout.prefix(c, p) for c, p in zip(_numpy_rows(coarse_codes[:, window.start : window.end], batch),
                                                         _numpy_rows(prompt_piece, batch))]
-        new = _generate_rows(lm, prefixes, (end - start - given) * layout.num_fine, allowed, sampling, **options)
-        pieces.append(layout.unflatten(new))  # (B, end - start - given, Q - Q')
+        new = _generate_rows(lm, prefixes, (window.end - window.known) * layout.num_fine, allowed, sampling, **options)
+        pieces.append(layout.codes(new))  # (B, end - known, Q - Q')
     return torch.cat(pieces, dim=1)  # (B, T, Q - Q')
 
 

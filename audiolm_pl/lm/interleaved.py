@@ -18,12 +18,13 @@ Semantic ids are not deduplicated: their position is their time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import abc
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from audiolm_pl.lm.layouts import IGNORE, Example
+from audiolm_pl.lm.layouts import IGNORE, AcousticLayout, CoarseVocabulary, Example, FineVocabulary
 
 
 @dataclass
@@ -34,30 +35,36 @@ class Blocks:
     targets: np.ndarray  # (n, t) ids of block k's targets
 
 
-class InterleavedLayout:
+class InterleavedLayout(AcousticLayout):
     """What both frame-synchronous stages share; subclasses say what a block's condition and targets are."""
 
     lookahead: int
-    stage: str
+    order = "interleaved"
 
     # -- to be defined by the stage ------------------------------------------------------
     @property
-    def end(self) -> int: ...
+    @abc.abstractmethod
+    def target_levels(self) -> np.ndarray:
+        """(t,) RVQ level of each target position of a block."""
 
     @property
-    def target_levels(self) -> np.ndarray: ...  # (t,) RVQ level of each target position of a block
-
-    @property
-    def condition_width(self) -> int: ...  # c
+    @abc.abstractmethod
+    def condition_width(self) -> int:
+        """c: ids of a block's condition."""
 
     # -- shared --------------------------------------------------------------------------
     @property
-    def levels(self) -> list[int]:
-        return sorted(set(self.target_levels.tolist()))
+    def end(self) -> int:
+        """Stands for the condition of a block past the end of the stream: the vocabulary's SEP id."""
+        return self.sep
 
     @property
     def block_size(self) -> int:
         return self.condition_width + len(self.target_levels)
+
+    def _length(self, blocks: int) -> int:
+        """Tokens of the head and `blocks` blocks."""
+        return self.lookahead * self.condition_width + blocks * self.block_size
 
     def head(self, conditions: np.ndarray) -> np.ndarray:
         """(n, c) -> the first `lookahead` blocks' conditions, END-padded, (L * c,)."""
@@ -109,12 +116,9 @@ class InterleavedLayout:
         """Generated ids (B, m * (c + t)) -> the targets of those m blocks (B, m, t)."""
         return tokens.reshape(tokens.shape[0], -1, self.block_size)[:, :, self.condition_width :]
 
-    def to_dict(self) -> dict:
-        return {"stage": self.stage, "order": "interleaved", **asdict(self)}
-
 
 @dataclass
-class InterleavedCoarseLayout(InterleavedLayout):
+class InterleavedCoarseLayout(InterleavedLayout, CoarseVocabulary):
     semantic_vocab: int  # K: semantic ids 0..K-1, END = K
     codebook_size: int  # C: code c of level q is K + 1 + q * C + c
     num_coarse: int  # Q'
@@ -124,18 +128,6 @@ class InterleavedCoarseLayout(InterleavedLayout):
     stage = "coarse"
 
     @property
-    def end(self) -> int:
-        return self.semantic_vocab
-
-    @property
-    def acoustic_base(self) -> int:
-        return self.semantic_vocab + 1
-
-    @property
-    def vocab_size(self) -> int:
-        return self.acoustic_base + self.num_coarse * self.codebook_size
-
-    @property
     def condition_width(self) -> int:
         return 1
 
@@ -143,48 +135,27 @@ class InterleavedCoarseLayout(InterleavedLayout):
     def target_levels(self) -> np.ndarray:
         return np.tile(np.arange(self.num_coarse), self.frames_per_id)  # (r * Q',)
 
-    def level_mask(self, level: int) -> torch.Tensor:
-        mask = torch.zeros(self.vocab_size, dtype=torch.bool)  # (V,)
-        low = self.acoustic_base + level * self.codebook_size
-        mask[low : low + self.codebook_size] = True
-        return mask
-
     def blocks(self, semantic: np.ndarray, coarse: np.ndarray) -> Blocks:
         """semantic (n,), coarse codes (>= r * n, Q') -> n blocks (fewer if the codes run out)."""
         n = min(len(semantic), len(coarse) // self.frames_per_id)
-        offsets = self.acoustic_base + self.codebook_size * np.arange(self.num_coarse)  # (Q',)
-        codes = coarse[: n * self.frames_per_id, : self.num_coarse] + offsets  # (r * n, Q')
+        codes = self.code_ids(coarse[: n * self.frames_per_id, : self.num_coarse])  # (r * n, Q')
         return Blocks(semantic[:n, None].astype(np.int64), codes.reshape(n, -1))  # (n, 1), (n, r * Q')
 
     def example(self, semantic: np.ndarray, acoustic: np.ndarray) -> Example:
         return self.sequence(self.blocks(semantic, acoustic))
 
-    def codes(self, targets: torch.Tensor) -> torch.Tensor:
-        """Block targets (B, m, r * Q') -> coarse codes (B, m * r, Q')."""
-        codes = targets.reshape(targets.shape[0], -1, self.num_coarse) - self.acoustic_base  # (B, m * r, Q')
-        return codes - self.codebook_size * torch.arange(self.num_coarse, device=targets.device)
+    def sequence_length(self, semantic_frames: int, acoustic_frames: int) -> int:
+        return self._length(semantic_frames)  # one block per semantic id
 
 
 @dataclass
-class InterleavedFineLayout(InterleavedLayout):
+class InterleavedFineLayout(InterleavedLayout, FineVocabulary):
     codebook_size: int  # C: code c of level q is q * C + c, END = Q * C
     num_coarse: int  # Q'
     num_quantizers: int  # Q
     lookahead: int = 2  # frames of coarse look-ahead
 
     stage = "fine"
-
-    @property
-    def end(self) -> int:
-        return self.num_quantizers * self.codebook_size
-
-    @property
-    def vocab_size(self) -> int:
-        return self.num_quantizers * self.codebook_size + 1
-
-    @property
-    def num_fine(self) -> int:
-        return self.num_quantizers - self.num_coarse
 
     @property
     def condition_width(self) -> int:
@@ -194,23 +165,12 @@ class InterleavedFineLayout(InterleavedLayout):
     def target_levels(self) -> np.ndarray:
         return np.arange(self.num_coarse, self.num_quantizers)  # (Q - Q',)
 
-    def level_mask(self, level: int) -> torch.Tensor:
-        mask = torch.zeros(self.vocab_size, dtype=torch.bool)  # (V,)
-        mask[level * self.codebook_size : (level + 1) * self.codebook_size] = True
-        return mask
-
-    def offset(self, codes: np.ndarray, first_level: int) -> np.ndarray:
-        """codes (T, q) of levels first_level.. -> vocabulary ids (T, q)."""
-        return codes + self.codebook_size * np.arange(first_level, first_level + codes.shape[1])
-
     def blocks(self, coarse: np.ndarray, fine: np.ndarray) -> Blocks:
         """coarse (T, Q'), fine (T, Q - Q') codes -> T blocks."""
-        return Blocks(self.offset(coarse, 0).astype(np.int64), self.offset(fine, self.num_coarse).astype(np.int64))
+        return Blocks(self.code_ids(coarse, 0), self.code_ids(fine, self.num_coarse))
 
     def example(self, semantic: np.ndarray, acoustic: np.ndarray) -> Example:
         return self.sequence(self.blocks(acoustic[:, : self.num_coarse], acoustic[:, self.num_coarse : self.num_quantizers]))
 
-    def codes(self, targets: torch.Tensor) -> torch.Tensor:
-        """Block targets (B, m, Q - Q') -> fine codes (B, m, Q - Q')."""
-        levels = torch.arange(self.num_coarse, self.num_quantizers, device=targets.device)
-        return targets - self.codebook_size * levels
+    def sequence_length(self, semantic_frames: int, acoustic_frames: int) -> int:
+        return self._length(acoustic_frames)  # one block per acoustic frame

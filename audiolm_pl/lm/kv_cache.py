@@ -37,11 +37,6 @@ class KVCache:
     def advance(self, steps: int) -> None:
         self.length += steps
 
-    @property
-    def next_position(self) -> int:
-        """Absolute position the next token will take."""
-        return self.offset + self.length
-
     def trim(self, keep: int) -> None:
         """Keep only the newest `keep` cached positions (the sliding window)."""
         drop = self.length - keep

@@ -19,17 +19,18 @@ import torch.nn.functional as F
 
 from audiolm_pl.config import to_dict
 from audiolm_pl.training import adamw_with_schedule
+from audiolm_pl.lm.layouts import Layout
 from audiolm_pl.lm.transformer import Block, TransformerLM
 from audiolm_pl.tokens import TokenSpec
 
 
 class TokenLMModule(L.LightningModule):
-    def __init__(self, stage: str, run_config, layout, token_specs: dict[str, TokenSpec],
+    def __init__(self, stage: str, run_config, layout: Layout, token_specs: dict[str, TokenSpec],
                  producers: dict[str, str] | None = None):
         super().__init__()
         self.run_config = run_config
         self.layout = layout
-        self.model = TransformerLM(run_config.model, layout.vocab_size, getattr(layout, "condition_vocab", 0))
+        self.model = TransformerLM(run_config.model, layout.vocab_size, layout.condition_vocab)
         self.save_hyperparameters({
             "stage": stage,
             "config": to_dict(run_config),

@@ -4,7 +4,8 @@
 (`allowed(step, previous) -> bool mask`), e.g. only the codes of the RVQ level due next.
 With `use_cache` it prefills a KV cache with the prefix and then feeds one token per step;
 without, it reruns the whole (windowed) sequence every step (the reference, and the
-benchmark's baseline). Past `window` positions the cache keeps only its newest entries.
+benchmark's baseline). Past `window` positions it slides (`windows.TokenWindow`, the one place that
+knows how generation goes past the trained context).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from audiolm_pl.lm.transformer import TransformerLM
+from audiolm_pl.lm.windows import TokenWindow
 
 # allowed(step, previous) -> bool (V,) or (B, V) mask of ids that may come next;
 # step counts generated tokens from 0, previous (B,) is the last token of the sequence.
@@ -87,7 +89,7 @@ def generate(
     if conditions is not None and conditions.shape[1] < prefix.shape[1] + num_tokens - 1:
         raise ValueError(f"conditions cover {conditions.shape[1]} positions; {prefix.shape[1]} prompt + "
                          f"{num_tokens} new tokens read {prefix.shape[1] + num_tokens - 1}")
-    window = window or model.config.max_seq_len
+    window = TokenWindow(window or model.config.max_seq_len)
     was_training = model.training
     model.eval()
     try:
@@ -102,23 +104,24 @@ def _conditions(conditions: Optional[torch.Tensor], start: int, end: int) -> Opt
     return None if conditions is None else conditions[:, start:end]  # (B, end - start, w)
 
 
-def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window, generator, conditions=None) -> torch.Tensor:
+def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window: TokenWindow, generator,
+                       conditions=None) -> torch.Tensor:
     tokens = prefix
     for step in range(num_tokens):
         length = tokens.shape[1]
-        window_conditions = _conditions(conditions, max(0, length - window), length)
-        logits = model(tokens[:, -window:], conditions=window_conditions)[:, -1]  # (B, V)
+        start = window.start(length)
+        logits = model(tokens[:, start:], conditions=_conditions(conditions, start, length))[:, -1]  # (B, V)
         next_ids = sample_next(_restrict(logits, allowed, step, tokens[:, -1]), sampling, generator)  # (B,)
         tokens = torch.cat([tokens, next_ids[:, None]], dim=1)  # (B, T + 1)
     return tokens[:, prefix.shape[1]:]  # (B, num_tokens)
 
 
-def _generate_cached(model, prefix, num_tokens, sampling, allowed, window, generator, conditions=None) -> torch.Tensor:
+def _generate_cached(model, prefix, num_tokens, sampling, allowed, window: TokenWindow, generator,
+                     conditions=None) -> torch.Tensor:
     batch, length = prefix.shape
-    cache = model.new_cache(batch, window)
-    # trimming drops a quarter window at once, so the buffer copy happens every window/4 steps
-    keep = max(1, window - max(1, window // 4))
-    logits = model(prefix[:, -window:], cache, _conditions(conditions, max(0, length - window), length))[:, -1]
+    cache = model.new_cache(batch, window.window)
+    start = window.start(length)
+    logits = model(prefix[:, start:], cache, _conditions(conditions, start, length))[:, -1]
     previous = prefix[:, -1]
     generated = []
     for step in range(num_tokens):
@@ -127,8 +130,7 @@ def _generate_cached(model, prefix, num_tokens, sampling, allowed, window, gener
         previous = next_ids
         if step == num_tokens - 1:
             break
-        if cache.length >= window:
-            cache.trim(keep)
+        window.make_room(cache)
         step_conditions = _conditions(conditions, length + step, length + step + 1)  # (B, 1, w) or None
         logits = model(next_ids[:, None], cache, step_conditions)[:, -1]  # (B, V)
     return torch.stack(generated, dim=1)  # (B, num_tokens)

@@ -7,12 +7,11 @@ checks that the longest crop fits the model's context, and returns (TokenLMModul
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
-from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, SemanticLayout
+from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, Layout, SemanticLayout
 from audiolm_pl.lm.lightning_module import TokenLMModule
 from audiolm_pl.lm.sampling import SamplingConfig
 from audiolm_pl.lm.token_data import TokenDataConfig, TokenDataModule, read_producers, read_token_specs
@@ -22,21 +21,26 @@ from audiolm_pl.training import OptimConfig, TrainerConfig
 
 
 @dataclass
-class SemanticRunConfig:
+class LMRunConfig:
+    """What every LM stage's YAML holds; the stages add their own keys."""
+
     model: TransformerConfig = field(default_factory=TransformerConfig)
     data: TokenDataConfig = field(default_factory=TokenDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))  # default at generation
+    # the stage's sampling at generation, stored in its checkpoint (`LoadedLM.sampling`); AudioLM uses it
+    # unless the pipeline YAML gives this stage's `sampling` (paper: 0.6 / 0.8 / 0.6)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class SemanticRunConfig(LMRunConfig):
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
     dedup: bool = True  # remove consecutive duplicate semantic ids (paper)
 
 
 @dataclass
-class CoarseRunConfig:
-    model: TransformerConfig = field(default_factory=TransformerConfig)
-    data: TokenDataConfig = field(default_factory=TokenDataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+class CoarseRunConfig(LMRunConfig):
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
     num_coarse: int = 4  # Q': RVQ levels modelled by this stage
     dedup_semantic: bool = True  # deduplicate the semantic prefix (paper; the prefix layout only)
@@ -47,11 +51,7 @@ class CoarseRunConfig:
 
 
 @dataclass
-class FineRunConfig:
-    model: TransformerConfig = field(default_factory=TransformerConfig)
-    data: TokenDataConfig = field(default_factory=TokenDataConfig)  # crop_seconds = the 3 s chunk
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+class FineRunConfig(LMRunConfig):
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.6))
     num_coarse: int = 4  # Q': levels given as context; the codec's levels Q'..L-1 are generated
     # L: codec levels this stage completes (0 = all Q of the codec). A codec trained with quantizer
@@ -61,21 +61,10 @@ class FineRunConfig:
     lookahead: int = 2  # interleaved: frames of coarse look-ahead
 
 
-def longest_sequence(layout, specs: dict[str, TokenSpec], crop_seconds: float) -> int:
+def longest_sequence(layout: Layout, specs: dict[str, TokenSpec], crop_seconds: float) -> int:
     """Tokens in the longest training sequence of a crop (the model reads one fewer)."""
-    semantic = math.floor(crop_seconds * specs["semantic"].frame_rate)
-    acoustic = round(semantic * specs["acoustic"].frame_rate / specs["semantic"].frame_rate)
-    if isinstance(layout, SemanticLayout):
-        return 1 + semantic
-    if isinstance(layout, InterleavedCoarseLayout):
-        return layout.lookahead + semantic * layout.block_size
-    if isinstance(layout, AlignedCoarseLayout):
-        return 1 + acoustic * layout.num_coarse
-    if isinstance(layout, InterleavedFineLayout):
-        return layout.lookahead * layout.num_coarse + acoustic * layout.block_size
-    if isinstance(layout, CoarseLayout):
-        return semantic + 1 + acoustic * layout.num_coarse
-    return acoustic * layout.num_quantizers + 1
+    semantic = specs["semantic"].frames_in(crop_seconds)
+    return layout.sequence_length(semantic, specs["acoustic"].frames_for(semantic, specs["semantic"]))
 
 
 def _check_context(stage: str, run_config, layout, specs: dict[str, TokenSpec]) -> None:
@@ -95,12 +84,11 @@ def _check_coarse(stage: str, num_coarse: int, acoustic: TokenSpec) -> None:
         )
 
 
-def _frames_per_id(specs: dict[str, TokenSpec]) -> int:
-    ratio = specs["acoustic"].frame_rate / specs["semantic"].frame_rate
-    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise ValueError(f"layout=interleaved needs a whole number of acoustic frames per semantic id; "
-                         f"{specs['acoustic'].frame_rate:g} Hz / {specs['semantic'].frame_rate:g} Hz = {ratio:g}")
-    return int(round(ratio))
+def _frames_per_id(layout: str, specs: dict[str, TokenSpec]) -> int:
+    try:
+        return specs["acoustic"].whole_frame_ratio(specs["semantic"])
+    except ValueError as err:
+        raise ValueError(f"coarse LM: layout={layout} needs a whole number of acoustic frames per semantic id: {err}") from None
 
 
 def _fine_levels(run_config, acoustic: TokenSpec) -> int:
@@ -112,7 +100,7 @@ def _fine_levels(run_config, acoustic: TokenSpec) -> int:
     return levels
 
 
-def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
+def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]) -> Layout:
     """The token layout of `stage` for shards with these specs (used when a stage is built)."""
     semantic, acoustic = specs["semantic"], specs["acoustic"]
     if stage == "semantic":
@@ -129,10 +117,10 @@ def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]):
                          "dedup_semantic=false (deduplicated ids have lost their timing)")
     if stage == "coarse" and run_config.layout == "aligned":
         return AlignedCoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse,
-                                   _frames_per_id(specs), max(0, run_config.lookahead))
+                                   _frames_per_id("aligned", specs), max(0, run_config.lookahead))
     if stage == "coarse" and interleaved:
         return InterleavedCoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse,
-                                       _frames_per_id(specs), run_config.lookahead)
+                                       _frames_per_id("interleaved", specs), run_config.lookahead)
     if stage == "coarse":
         return CoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse, run_config.dedup_semantic)
     levels = _fine_levels(run_config, acoustic) if stage == "fine" else 0
