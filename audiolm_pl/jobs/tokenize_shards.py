@@ -106,16 +106,16 @@ class TokenizeModule(L.LightningModule):
             return []
         wav = batch["wav"].to(self.device)  # (B, T_max)
         ids = self.tokenizer.encode(wav).cpu()  # (B, T_s)
-        a_rate, s_rate, sr = self.codec.frame_rate, self.tokenizer.frame_rate, self.codec.sample_rate
+        semantic_spec, acoustic_spec = self.tokenizer.token_spec, self.codec.token_spec
         clips = []
         for row, length in enumerate(batch["lengths"].tolist()):
             # each clip at its own length: a non-causal codec (the frame codec) would read the batch padding
             codes = self.codec.encode(wav[row : row + 1, :length]).cpu()[0]  # (T_a', Q)
-            # padding follows the clip, so the first floor(length * rate / sr) frames are the clip's own
+            # padding follows the clip, so the first `num_frames(length)` frames are the clip's own
             clips.append({
-                "semantic": ids[row, : int(length * s_rate // sr)].numpy(),  # (T_s,)
-                "acoustic": codes[: int(length * a_rate // sr)].numpy(),  # (T_a, Q)
-                "seconds": length / sr,
+                "semantic": ids[row, : semantic_spec.num_frames(length)].numpy(),  # (T_s,)
+                "acoustic": codes[: acoustic_spec.num_frames(length)].numpy(),  # (T_a, Q)
+                "seconds": length / acoustic_spec.sample_rate,
             })
         return clips
 
@@ -154,12 +154,11 @@ def check_inputs(codec: AcousticCodec, tokenizer: SemanticTokenizer, in_shards: 
         rates[f"audio shards {in_shards}"] = manifest.sample_rate
     if len(set(rates.values())) != 1:
         raise TokenizeError(f"sample rates differ: {rates}; resample the shards or use matching checkpoints")
-    ratio = codec.frame_rate / tokenizer.frame_rate
-    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise TokenizeError(
-            f"codec frame rate {codec.frame_rate:g} Hz must be a whole multiple of the semantic frame rate "
-            f"{tokenizer.frame_rate:g} Hz, so crops align across the two token streams"
-        )
+    try:
+        codec.token_spec.whole_frame_ratio(tokenizer.token_spec)
+    except ValueError as err:
+        raise TokenizeError(f"codec and semantic tokenizer: {err}; their frames must align for crops to cover "
+                            "the same audio in both token streams") from None
 
 
 def claim_output(out_dir: Path, header: dict) -> None:

@@ -80,9 +80,9 @@ class TokenCropper:
     def __init__(self, config: TokenDataConfig, specs: dict[str, TokenSpec], layout, train: bool):
         self.layout = layout
         self.train = train
-        self.ratio = specs["acoustic"].frame_rate / specs["semantic"].frame_rate  # acoustic frames per semantic frame
-        self.crop_frames = max(1, int(config.crop_seconds * specs["semantic"].frame_rate))  # semantic frames
-        self.min_frames = max(1, int(config.min_seconds * specs["semantic"].frame_rate))
+        self.semantic_spec, self.acoustic_spec = specs["semantic"], specs["acoustic"]
+        self.crop_frames = max(1, self.semantic_spec.frames_in(config.crop_seconds))  # semantic frames
+        self.min_frames = max(1, self.semantic_spec.frames_in(config.min_seconds))
         self.pack = config.pack
         if self.pack and not isinstance(layout, SemanticLayout):
             raise ValueError(f"data.pack=true joins clips of semantic ids only; the {layout.stage} stage crops each clip")
@@ -93,12 +93,13 @@ class TokenCropper:
             return self._packed(decode_npy(sample, SEMANTIC_MEMBER).astype(np.int64), rng)
         semantic = decode_npy(sample, SEMANTIC_MEMBER).astype(np.int64)  # (T_s,)
         acoustic = decode_npy(sample, ACOUSTIC_MEMBER).astype(np.int64)  # (T_a, Q)
-        usable = min(len(semantic), int(len(acoustic) / self.ratio))  # semantic frames with acoustic cover
+        covered = self.semantic_spec.frames_for(len(acoustic), self.acoustic_spec, whole=True)
+        usable = min(len(semantic), covered)  # semantic frames with acoustic cover
         if usable < self.min_frames:
             return None
         start = rng.randrange(usable - self.crop_frames + 1) if self.train and usable > self.crop_frames else 0
         length = min(self.crop_frames, usable)
-        a_start, a_length = round(start * self.ratio), round(length * self.ratio)
+        a_start, a_length = (self.acoustic_spec.frames_for(frames, self.semantic_spec) for frames in (start, length))
         return self.layout.example(semantic[start : start + length], acoustic[a_start : a_start + a_length])
 
     def _packed(self, semantic: np.ndarray, rng: random.Random):
