@@ -56,8 +56,8 @@ def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
     return {
         "clips": count, "seconds": round(seconds, 1),
         "by_quantizers": {n: {k: round(v / count, 4) for k, v in sums[n].items()} for n in rows},
-        "codebook_usage": [round(float(u), 3) for u in usage.usage()],
-        "codebook_perplexity": [round(float(p), 1) for p in usage.perplexity()],
+        "codebook_usage": [round(float(u), 3) for u in usage.compute().usage],
+        "codebook_perplexity": [round(float(p), 1) for p in usage.compute().perplexity],
         "encode_rtf": round(encode_time / seconds, 4), "decode_rtf": round(decode_time / seconds, 4),
     }
 

@@ -20,12 +20,19 @@ class CodecValidation:
     def __init__(self, module):
         self.module = module
         self.levels = evaluation_levels(module.model.num_quantizers, module.run_config.validation_quantizers)
+        # a submodule of the LightningModule, so it follows it to the device (NCCL reduces device tensors);
+        # its histogram is not a persistent state, so checkpoints do not change
+        module.codebook_usage = CodebookUsage(module.model.num_quantizers, module.model.codebook_size)
         self.reset()
+
+    @property
+    def usage(self) -> CodebookUsage:
+        return self.module.codebook_usage
 
     def reset(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
         self.batches = 0
-        self.usage = CodebookUsage(self.module.model.num_quantizers, self.module.model.codebook_size)
+        self.usage.reset()
 
     @torch.no_grad()
     def step(self, batch: dict, batch_index: int) -> None:
@@ -52,11 +59,13 @@ class CodecValidation:
             module.log(name, total / self.batches, sync_dist=True)
         full = max(self.levels)
         module.log("val/mel_distance", self.sums[f"val/mel_distance_q{full}"] / self.batches, sync_dist=True)
-        usage, perplexity = self.usage.usage(), self.usage.perplexity()
-        for level in range(len(usage)):
-            module.log(f"val/codebook_usage_q{level}", float(usage[level]))
-            module.log(f"val/codebook_perplexity_q{level}", float(perplexity[level]))
-        module.log("val/codebook_usage_min", float(usage.min()))
+        # compute() sums the code histograms of every rank first, so these are the same on every rank;
+        # sync_dist (a mean of equal values) only tells Lightning so
+        stats = self.usage.compute()
+        figures = {f"val/codebook_usage_q{level}": usage for level, usage in enumerate(stats.usage.tolist())}
+        figures |= {f"val/codebook_perplexity_q{level}": ppl for level, ppl in enumerate(stats.perplexity.tolist())}
+        figures["val/codebook_usage_min"] = float(stats.usage.min())
+        module.log_dict(figures, sync_dist=True)
 
     def _log_media(self, original: torch.Tensor, reconstructed: torch.Tensor) -> None:
         logger = self.module.logger
