@@ -9,25 +9,28 @@ import pytest
 import torch
 
 from audiolm_pl.config import CONF_DIR, load_config, to_dict
-from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig, PipelineSampling
+from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig, PipelineSampling, SamplingOverride
 from audiolm_pl.lm.layouts import SemanticLayout
 from audiolm_pl.lm.sampling import SamplingConfig
 
 
-def test_the_shipped_pipeline_takes_each_lms_own_sampling_and_overrides_replace_a_stage():
+def test_the_shipped_pipeline_takes_each_lms_own_sampling_and_an_override_names_single_fields():
     config = load_config(PipelineConfig, CONF_DIR / "pipeline" / "default.yaml")
     assert config.sampling == PipelineSampling()  # no stage given: every LM samples with its own
-    config = load_config(PipelineConfig, CONF_DIR / "pipeline" / "default.yaml", overrides=["sampling.coarse.temperature=0.3"])
-    assert config.sampling.coarse == SamplingConfig(temperature=0.3) and config.sampling.fine is None
+    config = load_config(PipelineConfig, CONF_DIR / "pipeline" / "default.yaml", overrides=["sampling.coarse.top_k=50"])
+    assert config.sampling.coarse == SamplingOverride(top_k=50) and config.sampling.fine is None
 
 
 def test_audiolm_uses_the_lms_sampling_unless_the_pipeline_gives_the_stage():
     own = {stage: SamplingConfig(temperature=t, top_k=k) for stage, t, k in (("semantic", 0.6, 5), ("coarse", 0.8, 6), ("fine", 0.6, 7))}
     lms = {f"{stage}_lm": SimpleNamespace(sampling=sampling) for stage, sampling in own.items()}
-    model = SimpleNamespace(sampling=PipelineSampling(coarse=SamplingConfig(temperature=0.3)), **lms)
+    model = SimpleNamespace(sampling=PipelineSampling(coarse=SamplingOverride(temperature=0.3),
+                                                      fine=SamplingOverride(top_k=50)), **lms)
     assert AudioLM.stage_sampling(model, "semantic") is own["semantic"]
-    assert AudioLM.stage_sampling(model, "coarse") == SamplingConfig(temperature=0.3)
-    assert AudioLM.stage_sampling(model, "fine") is own["fine"]
+    assert AudioLM.stage_sampling(model, "coarse") == SamplingConfig(temperature=0.3, top_k=6)  # the LM's top_k kept
+    assert AudioLM.stage_sampling(model, "fine") == SamplingConfig(temperature=0.6, top_k=50)  # the LM's temperature kept
+    with pytest.raises(ValueError, match="temperature >= 0"):
+        SamplingOverride(temperature=-1.0).over(own["coarse"])
 
 
 def test_the_lm_yaml_sampling_reaches_the_loaded_lm(tiny_run):

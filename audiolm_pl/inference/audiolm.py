@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Optional
 
@@ -36,14 +36,27 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PipelineSampling:
-    """Per-stage sampling overrides. A stage left out (None) samples with its LM's own `sampling`, stored in
-    its checkpoint from its YAML (conf/lm/<stage>/*.yaml; the paper's 0.6 / 0.8 / 0.6); a stage given here
-    replaces that whole block (temperature, top_k, top_p)."""
+class SamplingOverride:
+    """Fields of one stage's sampling to override; a field left None keeps the LM's own value."""
 
-    semantic: Optional[SamplingConfig] = None
-    coarse: Optional[SamplingConfig] = None
-    fine: Optional[SamplingConfig] = None
+    temperature: Optional[float] = None
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+
+    def over(self, base: SamplingConfig) -> SamplingConfig:
+        """`base` with the fields this override sets (validated by SamplingConfig)."""
+        return replace(base, **{key: value for key, value in asdict(self).items() if value is not None})
+
+
+@dataclass
+class PipelineSampling:
+    """Per-stage sampling overrides, field by field. What is left out (None) samples with the LM's own
+    `sampling`, stored in its checkpoint from its YAML (conf/lm/<stage>/*.yaml; the paper's 0.6 / 0.8 / 0.6):
+    `sampling.coarse.top_k=50` changes the coarse top_k and keeps its LM's temperature and top_p."""
+
+    semantic: Optional[SamplingOverride] = None
+    coarse: Optional[SamplingOverride] = None
+    fine: Optional[SamplingOverride] = None
 
 
 @dataclass
@@ -162,7 +175,8 @@ class AudioLM(nn.Module):
 
     def stage_sampling(self, stage: str) -> SamplingConfig:
         """The sampling `stage` generates with: the pipeline's override if it gives one, else its LM's own."""
-        return getattr(self.sampling, stage) or getattr(self, f"{stage}_lm").sampling
+        own, override = getattr(self, f"{stage}_lm").sampling, getattr(self.sampling, stage)
+        return own if override is None else override.over(own)
 
     @property
     def device(self) -> torch.device:
