@@ -37,6 +37,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def untrained_codec():
+    """`untrained_codec(name)`: the codec of `conf/codec/<name>.yaml`, built by `model.kind` through
+    the registry with seed 0, in eval mode."""
+    from audiolm_pl.codec.lightning import build_codec
+    from audiolm_pl.training import load_stage_config
+
+    def make(name: str):
+        torch.manual_seed(0)
+        return build_codec(load_stage_config("codec", name).model).eval()
+
+    return make
+
+
 def synthetic_voice(f0: float, seconds: float, sample_rate: int, seed: int):
     """A speech-like test signal: harmonics of `f0` with vibrato, syllable envelope and noise."""
     import numpy as np

@@ -1,25 +1,31 @@
-"""The frame-domain codec (ConvNeXt at 50 Hz + inverse STFT + residual FSQ) and the codec registry."""
+"""The frame-domain codec (ConvNeXt at 50 Hz + inverse STFT + residual FSQ), the codec registry, and
+`CodecModule` training (GAN, validation figures, media, EMA checkpoint) and the codec CLI on it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from audiolm_pl import registry
 from audiolm_pl.codec import FrameCodec, load_codec
 from audiolm_pl.codec.fsq import FactorisedResidualFSQ, FSQConfig
-from audiolm_pl.codec.lightning import CodecRunConfig, FrameCodecRunConfig, SoundStreamRunConfig
-from audiolm_pl.config import CONF_DIR, ConfigError, load_config
+from audiolm_pl.codec.lightning import FrameCodecRunConfig, SoundStreamRunConfig
+from audiolm_pl.config import ConfigError
 from audiolm_pl.training import load_stage_config, train_stage
 
-
-def tiny_frame_codec() -> FrameCodec:
-    torch.manual_seed(0)
-    return FrameCodec(load_config(CodecRunConfig, CONF_DIR / "codec" / "tiny.yaml").model)
+# FSQ runs many tiny kernels: on a shared CPU one thread is far faster than two
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_encode_decode_shapes_and_frame_rate():
-    codec = tiny_frame_codec().eval()
+@pytest.fixture
+def tiny_frame_codec(untrained_codec) -> FrameCodec:
+    return untrained_codec("tiny")
+
+
+def test_encode_decode_shapes_and_frame_rate(tiny_frame_codec):
+    codec = tiny_frame_codec
     wav = torch.randn(3, 16000 + 100) * 0.1  # 1 s + a partial frame
     codes = codec.encode(wav)
     assert codec.frame_rate == 50.0 and codec.codebook_size == 64 and codec.num_quantizers == 4
@@ -33,10 +39,10 @@ def test_encode_decode_shapes_and_frame_rate():
         codec.decode(torch.zeros(1, 25, 5, dtype=torch.long))
 
 
-def test_synthesis_inverts_analysis_framing():
+def test_synthesis_inverts_analysis_framing(tiny_frame_codec):
     """A head that states the true log-magnitude and phase of each sub-frame gives the waveform back:
     the STFT framing of both sides lines up (sub-frame order, the dropped last frame, padding)."""
-    codec = tiny_frame_codec()
+    codec = tiny_frame_codec
     wav = torch.randn(2, 32 * 320) * 0.01  # 32 token frames, log-magnitudes far below the soft ceiling
     config, bins = codec.config, codec.config.n_fft // 2 + 1
     spec = torch.stft(wav, config.n_fft, codec.stft_hop, window=codec.window, return_complex=True)[:, :, :-1]  # (B, bins, T_a * S)
@@ -105,11 +111,19 @@ def trained_frame_codec(audio_shards, tmp_path_factory):
 
 def test_frame_codec_trains_through_the_codec_module(trained_frame_codec):
     from audiolm_pl.jobs.report import last_scalars
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     figures = last_scalars(trained_frame_codec)
-    for tag in ("train/mel", "train/stft", "train/complex_stft", "train/adversarial", "train/discriminator",
-                "val/mel_distance_q4", "val/codebook_usage_q3", "val/stoi_q4"):
+    for tag in ("train/mel", "train/stft", "train/complex_stft", "train/adversarial", "train/feature_matching",
+                "train/discriminator", "val/mel_distance_q4", "val/si_sdr_q1", "val/codebook_usage_q3",
+                "val/codebook_perplexity_q0", "val/codebook_usage_min", "val/stoi_q4"):
         assert tag in figures, tag
+    assert all(np.isfinite(v) for v in figures.values())
+    events = next(trained_frame_codec.rglob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events), size_guidance={"audio": 0, "images": 0})
+    accumulator.Reload()
+    assert "audio/0_reconstruction" in accumulator.Tags()["audio"]
+    assert "spectrogram/0_reconstruction" in accumulator.Tags()["images"]
     codec = load_codec(trained_frame_codec)
     assert isinstance(codec, FrameCodec) and not codec.training
     raw = torch.load(trained_frame_codec / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -128,3 +142,17 @@ def test_no_discriminator_when_its_weights_are_zero(audio_shards, tmp_path):
     assert config.loss.adversarial == 0 and config.loss.feature_matching == 0
     figures = last_scalars(train_stage("codec", config))
     assert "train/mel" in figures and "train/discriminator" not in figures and figures["step"] >= 2
+
+
+def test_cli_roundtrip_encode_decode(trained_frame_codec, tmp_path, capsys):
+    from audiolm_pl.cli import main
+
+    source = tmp_path / "in.wav"
+    soundfile.write(source, (0.3 * np.sin(np.arange(12000) / 10)).astype("float32"), 22050)  # resampled on read
+    assert main(["codec", "roundtrip", str(trained_frame_codec), str(source), str(tmp_path / "rt.wav"), "--quantizers", "2"]) == 0
+    wav, rate = soundfile.read(tmp_path / "rt.wav")
+    assert rate == 16000 and abs(len(wav) - round(12000 * 16000 / 22050)) <= 1
+    assert main(["codec", "encode", str(trained_frame_codec), str(source), str(tmp_path / "c.safetensors")]) == 0
+    assert main(["codec", "decode", str(trained_frame_codec), str(tmp_path / "c.safetensors"), str(tmp_path / "d.wav")]) == 0
+    assert "2 of 4 quantizers" in capsys.readouterr().out
+    assert main(["codec", "roundtrip", str(trained_frame_codec), str(source), str(tmp_path / "x.wav"), "--quantizers", "9"]) == 2
