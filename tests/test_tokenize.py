@@ -105,7 +105,7 @@ def test_token_shards_hold_aligned_tokens_specs_and_hashes(token_shards):
     audio_manifest = json.loads((token_shards.audio.train / "manifest.json").read_text())
     manifest = json.loads((token_shards.train / "manifest.json").read_text())
     assert [s["name"] for s in manifest["shards"]] == [f"tokens-{i:06d}.tar" for i in range(len(audio_manifest["shards"]))]
-    assert manifest["samples"] == sum(s["samples"] for s in manifest["shards"]) == token_shards.reports["train"].samples > 0
+    assert manifest["total_samples"] == sum(s["samples"] for s in manifest["shards"]) == token_shards.reports["train"].samples > 0
     assert manifest["token_specs"]["acoustic"] == token_shards.codec.token_spec.to_dict()
     assert manifest["token_specs"]["semantic"] == token_shards.tokenizer.token_spec.to_dict()
     assert (manifest["codec_hash"], manifest["semantic_hash"]) == token_shards.hashes
