@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audiolm_pl.lm.sampling import SamplingConfig, filter_logits, generate, sample_next
-from audiolm_pl.lm.transformer import Block, TransformerConfig, TransformerLM
+from audiolm_pl.lm.transformer import TransformerConfig, TransformerLM
 
 VOCAB = 37
 
@@ -48,17 +48,28 @@ def test_causality_no_gradient_from_future_tokens(position):
     assert torch.all(grad_per_position[: t + 1] > 0), "past tokens must influence position t"
 
 
-def test_activation_checkpointing_gives_same_gradients():
+def test_activation_checkpointing_gives_same_gradients(monkeypatch):
+    from audiolm_pl.lm import transformer
+
     model = tiny_model("t5").train()
     tokens = torch.randint(0, VOCAB, (2, 16))
     model(tokens).logsumexp(-1).mean().backward()
     reference = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     model.config.activation_checkpointing = True
+    checkpointed = []  # the blocks that went through torch's checkpoint
+
+    def recording_checkpoint(block, *args, **kwargs):
+        checkpointed.append(block)
+        return torch.utils.checkpoint.checkpoint(block, *args, **kwargs)
+
+    monkeypatch.setattr(transformer, "checkpoint", recording_checkpoint)
     model(tokens).logsumexp(-1).mean().backward()
     for expected, param in zip(reference, model.parameters()):
         torch.testing.assert_close(param.grad, expected)
-    assert sum(isinstance(m, Block) for m in model.modules()) == 2
+    assert checkpointed == list(model.blocks)
+    model.eval()(tokens)  # nothing to recompute without a backward pass
+    assert len(checkpointed) == len(model.blocks)
 
 
 def test_top_k_and_top_p_filters():
@@ -93,3 +104,36 @@ def test_generation_runs_past_the_trained_context_and_obeys_allowed_ids():
     assert out.shape == (1, 50) and int(out.max()) < 5
     out = generate(model, prefix, 40, SamplingConfig(), use_cache=False, allowed=lambda step, prev: only_low_ids)
     assert out.shape == (1, 40) and int(out.max()) < 5
+
+
+# -- on a GPU (skipped without CUDA) ---------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("position", ["t5", "rotary"])
+def test_bf16_autocast_training_step_on_cuda_tracks_fp32(position):
+    """The GPU trainer presets train in bf16-mixed: logits under autocast stay near fp32 and every
+    parameter gets a finite fp32 gradient."""
+    model = tiny_model(position).cuda().train()
+    tokens = torch.randint(0, VOCAB, (4, 48), device="cuda")
+    reference = model(tokens)  # (4, 48, V) fp32
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(tokens)  # (4, 48, V)
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), reference, atol=3e-2, rtol=3e-2)
+    torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens.flatten()).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.dtype == torch.float32, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("position", ["t5", "rotary"])
+def test_kv_cached_decoding_equals_full_forward_on_cuda(position):
+    """CUDA attention kernels (flash / memory-efficient) take other paths than the CPU's."""
+    model = tiny_model(position).cuda()
+    tokens = torch.randint(0, VOCAB, (3, 40), device="cuda")
+    with torch.no_grad():
+        full = model(tokens)  # (3, 40, V)
+        cache = model.new_cache(3, 40)
+        pieces = [model(tokens[:, :9], cache)] + [model(tokens[:, t : t + 1], cache) for t in range(9, 40)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-4, rtol=1e-3)

@@ -4,7 +4,8 @@ Definitions follow HuBERT (Hsu et al. 2021, section IV-D): with the joint distri
 over frames,
     phone purity   = E_id [max_phone p(phone | id)]
     cluster purity = E_phone [max_id p(id | phone)]
-    PNMI           = I(phone; id) / H(phone)   (fraction of phone uncertainty the ids remove)
+    PNMI           = I(phone; id) / H(phone)   (fraction of phone uncertainty the ids remove; the
+                     homogeneity of the ids with phones as classes: tests check it against torchmetrics)
 Cross-speaker agreement: utterances with the same text and phone sequence spoken by different
 speakers; for each phone, the most frequent id over its frames; the fraction of phones whose id
 agrees, and the edit distance between the de-duplicated id sequences (normalised by length).
