@@ -15,15 +15,18 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow too (-m 'not gpu')")
+
+
+def pytest_configure(config):
+    """setup.cfg's addopts deselect slow and gpu tests; --runslow selects everything but the GPU tests."""
+    if config.getoption("--runslow"):
+        config.option.markexpr = "not gpu"
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--runslow"):
-            item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 
