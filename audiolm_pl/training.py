@@ -98,6 +98,8 @@ def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: b
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from audiolm_pl.data.stream import BadSampleProgress
+
     tc = trainer_config
     checkpoint = ModelCheckpoint(
         dirpath=directory / "checkpoints",
@@ -125,7 +127,7 @@ def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: b
         fast_dev_run=tc.fast_dev_run,
         enable_progress_bar=tc.enable_progress_bar,
         deterministic=tc.deterministic,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), BadSampleProgress()],
         logger=logger,
         default_root_dir=str(directory),
     )

@@ -61,11 +61,15 @@ def test_a_corrupt_flac_member_is_skipped_named_once_and_training_finishes(audio
         bad_key = sorted(name.rsplit(".", 1)[0] for name in tar.getnames() if name.endswith(".flac"))[0]
     shards = corrupt_members(audio_shards.train, tmp_path, {bad_key})
     with caplog.at_level(logging.WARNING, logger="audiolm_pl.data.stream"):
-        assert train_codec(shards, tmp_path / "runs", "trainer.max_steps=6") == 0
+        assert train_codec(shards, tmp_path / "runs", "trainer.max_steps=6", "trainer.log_every_n_steps=1") == 0
     assert (tmp_path / "runs" / "codec" / "checkpoints" / "last.ckpt").exists()
     named = [record.getMessage() for record in caplog.records if bad_key in record.getMessage()]
     assert len(named) == 1, named  # training resamples the shard; the bad sample is named once
     assert f"{first_shard.name}:{bad_key}" in named[0] and "cannot decode" in named[0]
+    from audiolm_pl.jobs.report import last_scalars
+
+    skipped = last_scalars(tmp_path / "runs" / "codec", prefixes=("data/",))  # shown in the progress bar too
+    assert skipped["data/bad_samples"] >= 1  # every read of the bad sample counts (training resamples shards)
 
 
 def test_mostly_corrupt_shards_stop_with_one_line(audio_shards, tmp_path, capsys):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -41,6 +42,7 @@ Collate = Callable[[list[dict]], dict]
 
 
 MIN_SAMPLES_BEFORE_JUDGING = 20
+BAD_SAMPLES_KEY = "bad_samples"  # in a training batch: samples its reader skipped since its previous batch
 _named_bad_samples: set[str] = set()  # per process: training resamples shards, and validation reads them again
 
 
@@ -179,6 +181,7 @@ class ShardStream(IterableDataset):
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng),
             self._examples(rng),
             wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
+            self._counting_bad_samples(),
             # a resumed epoch replays its first `skip` batches (same rng draws) and drops them
             lambda batches: itertools.islice(batches, skip, my_batches),
         ))
@@ -198,6 +201,39 @@ class ShardStream(IterableDataset):
                     yield example
 
         return stage
+
+
+    def _counting_bad_samples(self) -> Callable[[Iterator[dict]], Iterator[dict]]:
+        """A pipeline stage: each training batch carries the samples this reader skipped since its previous
+        batch (`BAD_SAMPLES_KEY`), so the main process can count every worker's (`BadSampleProgress`)."""
+
+        def stage(batches: Iterator[dict]) -> Iterator[dict]:
+            reported = self.bad_samples.bad
+            for batch in batches:
+                batch[BAD_SAMPLES_KEY], reported = self.bad_samples.bad - reported, self.bad_samples.bad
+                yield batch
+
+        return stage
+
+
+class BadSampleProgress(Callback):
+    """Shows the training samples skipped as unreadable (this rank's, every worker's) in the progress bar and
+    TensorBoard (`data/bad_samples`); the count is kept in checkpoints, so a resumed run goes on counting."""
+
+    def __init__(self):
+        self.total = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if isinstance(batch, dict) and BAD_SAMPLES_KEY in batch:
+            self.total += int(batch[BAD_SAMPLES_KEY])
+            pl_module.log("data/bad_samples", float(self.total), prog_bar=True, on_step=True, on_epoch=False,
+                          rank_zero_only=True)
+
+    def state_dict(self) -> dict:
+        return {"total": self.total}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.total = int(state_dict.get("total", 0))
 
 
 def _resampled(rng: random.Random) -> Callable[[Iterator[dict]], Iterator[dict]]:
