@@ -68,13 +68,19 @@ def test_generate_command_tasks(tiny_run, tmp_path, task):
         assert (tmp_path / f"{task}-{index}.png").exists()
 
 
-def test_seeded_generation_repeats(tiny_run):
+def test_continuation_keeps_the_prompt_tokens_and_repeats_with_its_seed(tiny_run):
     from audiolm_pl.inference.audiolm import AudioLM
 
     model = AudioLM.from_config(tiny_run.root / "pipeline.yaml")
-    first = model.generate_unconditional(0.5, num_samples=1, seed=7)
-    second = model.generate_unconditional(0.5, num_samples=1, seed=7)
-    assert torch.equal(first.codes, second.codes) and first.codes.shape[1] == 25
+    wav, _ = soundfile.read(next((tiny_run.root / "generated" / "prompts").glob("*.wav")), dtype="float32")
+    prompt = torch.from_numpy(wav[:8000])  # (T_p,) 0.5 s
+    first, again = (model.continue_audio(prompt, 0.5, seed=3) for _ in range(2))
+    prompt_codes = model.codec.encode(prompt[None])  # (1, 25, Q)
+    levels = first.codes.shape[2]
+    assert first.codes.shape == (1, 50, levels)
+    assert torch.equal(first.codes[:, :25], prompt_codes[:, :, :levels])  # the prompt's codes, verbatim
+    assert torch.equal(first.semantic_ids[:, :12], model.semantic_tokenizer.encode(prompt[None]))  # 0.5 s at 25 Hz
+    assert torch.equal(first.codes, again.codes) and torch.equal(first.wav, again.wav)  # the seed decides
 
 
 def test_long_outputs_go_past_the_coarse_context(tiny_run):
