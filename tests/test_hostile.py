@@ -140,6 +140,30 @@ def test_generate_writes_whole_files_and_keeps_them_when_a_later_one_fails(tiny_
     assert soundfile.info(out.parent / "gen-1.wav").frames > 0
 
 
+def test_generate_shows_a_progress_bar_per_stage(tiny_run, tmp_path, capsys):
+    out = tmp_path / "gen.wav"
+    assert main(["generate", "--pipeline", str(tiny_run.root / "pipeline.yaml"), "--task", "unconditional",
+                 "--seconds", "0.2", "--seed", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    for stage in ("semantic", "coarse", "fine"):
+        assert f"{stage}: " in err and "tok" in err, err[-500:]  # tqdm: "coarse:  40%|####  | 8/20 [.., 9.1tok/s]"
+
+
+def test_generation_from_python_shows_no_progress_unless_asked(capsys):
+    import torch
+
+    from audiolm_pl.lm.sampling import SamplingConfig, generate, show_progress, stage_progress
+    from audiolm_pl.lm.transformer import TransformerConfig, TransformerLM
+
+    model = TransformerLM(TransformerConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, max_seq_len=32), 11)
+    prefix = torch.zeros(1, 1, dtype=torch.long)
+    generate(model, prefix, 5, SamplingConfig())
+    assert capsys.readouterr().err == ""  # a notebook or a script sees no bars by default
+    with show_progress(), stage_progress("coarse"):
+        generate(model, prefix, 5, SamplingConfig())
+    assert "coarse: " in capsys.readouterr().err
+
+
 # -- 6: config values, checked where declared ---------------------------------------------------------
 
 @pytest.mark.parametrize("override, message", [

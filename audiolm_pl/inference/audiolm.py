@@ -30,6 +30,7 @@ from audiolm_pl.lm import LoadedLM, SamplingConfig, generate_coarse, generate_fi
 from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import dedup_consecutive
+from audiolm_pl.lm.sampling import stage_progress
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,9 @@ class AudioLM(nn.Module):
     def generate_unconditional(self, seconds: float, num_samples: int = 1, seed: Optional[int] = None) -> GenerationResult:
         generator = _generator(seed, self.device)
         count = self._semantic_count(seconds, self._semantic_density(None))
-        semantic = generate_semantic(self.semantic_lm, None, count, self.stage_sampling("semantic"),
-                                     batch_size=num_samples, generator=generator)  # (B, count)
+        with stage_progress("semantic"):
+            semantic = generate_semantic(self.semantic_lm, None, count, self.stage_sampling("semantic"),
+                                         batch_size=num_samples, generator=generator)  # (B, count)
         frames = self.codec.token_spec.frames_covering(seconds)
         codes = self._acoustics(semantic, None, frames, generator)  # (B, T_a, Q)
         return GenerationResult(self.codec.decode(codes), semantic, codes, 0)
@@ -239,8 +241,9 @@ class AudioLM(nn.Module):
 
     def _continue_semantic(self, semantic_prompt: torch.Tensor, seconds: float, generator) -> torch.Tensor:
         count = self._semantic_count(seconds, self._semantic_density(semantic_prompt))
-        new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.stage_sampling("semantic"),
-                                generator=generator)
+        with stage_progress("semantic"):
+            new = generate_semantic(self.semantic_lm, semantic_prompt, count, self.stage_sampling("semantic"),
+                                    generator=generator)
         return torch.cat([semantic_prompt, new.to(semantic_prompt.device)], dim=1)  # (B, T_sp + count)
 
     def _time_aligned_coarse(self) -> bool:
@@ -254,12 +257,14 @@ class AudioLM(nn.Module):
         than the LMs' trained context are made as `lm/windows.py` says for each layout."""
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
-        coarse = generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.stage_sampling("coarse"),
-                                 num_frames=frames, timed_ids=prompt_ids, generator=generator)  # (B, frames, Q')
+        with stage_progress("coarse"):
+            coarse = generate_coarse(self.coarse_lm, semantic, coarse_prompt, self.stage_sampling("coarse"),
+                                     num_frames=frames, timed_ids=prompt_ids, generator=generator)  # (B, frames, Q')
         levels = self.fine_lm.layout.num_quantizers  # L <= Q: the codec decodes the first L levels
         fine_prompt = None if codes_prompt is None else codes_prompt[:, :, num_coarse:levels]  # (B, T_p, L - Q')
-        fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.stage_sampling("fine"),
-                             generator=generator)  # (B, frames, L - Q')
+        with stage_progress("fine"):
+            fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.stage_sampling("fine"),
+                                 generator=generator)  # (B, frames, L - Q')
         return torch.cat([coarse, fine], dim=2)  # (B, frames, L)
 
 

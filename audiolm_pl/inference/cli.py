@@ -14,7 +14,7 @@ from pathlib import Path
 
 from audiolm_pl.inference.generate import TASKS, audio_format
 
-LONGEST_SECONDS = 120.0  # one generation runs token by token with no progress display: longer needs --allow-long
+LONGEST_SECONDS = 120.0  # one generation runs token by token (minutes on a CPU): longer needs --allow-long
 
 
 def add_commands(subparsers) -> None:
@@ -31,7 +31,7 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--prompt-seconds", type=float, default=None, help="default: the pipeline's prompt_seconds (3)")
     parser.add_argument("--allow-long", action="store_true",
-                        help=f"allow --seconds above {LONGEST_SECONDS:.0f} (minutes of CPU/GPU time, no progress display)")
+                        help=f"allow --seconds above {LONGEST_SECONDS:.0f} (minutes of CPU/GPU time; a progress bar per stage)")
     parser.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. sampling.coarse.temperature=0.9")
     parser.set_defaults(func=_run)
 
@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     model = AudioLM.from_config(config)
     written = generate_files(model, args.task, args.out, prompt=args.prompt, seconds=args.seconds,
                              num_samples=args.num_samples, seed=args.seed,
-                             prompt_seconds=args.prompt_seconds or config.prompt_seconds)
+                             prompt_seconds=args.prompt_seconds or config.prompt_seconds, progress=True)
     for file in written:
         print(f"wrote {file.path} ({file.seconds:.2f} s) and {file.spectrogram}")
     return 0
@@ -60,8 +60,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         if not args.seconds > 0:
             raise ValueError(f"--seconds must be > 0; got {args.seconds:g}")
         if args.seconds > LONGEST_SECONDS and not args.allow_long:
-            raise ValueError(f"--seconds {args.seconds:g} is over {LONGEST_SECONDS:.0f} s, which runs for a long time "
-                             "with no progress display; pass --allow-long to run it anyway")
+            raise ValueError(f"--seconds {args.seconds:g} is over {LONGEST_SECONDS:.0f} s, which runs token by token for "
+                             "many minutes; pass --allow-long to run it anyway")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1; got {args.num_samples}")
     if args.prompt_seconds is not None and not args.prompt_seconds > 0:

@@ -71,9 +71,13 @@ def save_generation(result: GenerationResult, sample_rate: int, out: Path, task:
 
 
 def generate_files(model: AudioLM, task: str, out: Path, prompt: Optional[Path] = None, seconds: float = 7.0,
-                   num_samples: int = 1, seed: Optional[int] = None, prompt_seconds: float = 3.0) -> list[GeneratedFile]:
-    """`run_task` then `save_generation`: the files written, in sample order."""
-    result = run_task(model, task, prompt, seconds, num_samples, seed, prompt_seconds)
+                   num_samples: int = 1, seed: Optional[int] = None, prompt_seconds: float = 3.0,
+                   progress: bool = False) -> list[GeneratedFile]:
+    """`run_task` then `save_generation`: the files written, in sample order; `progress` shows a bar per stage."""
+    from audiolm_pl.lm.sampling import show_progress
+
+    with show_progress(progress):
+        result = run_task(model, task, prompt, seconds, num_samples, seed, prompt_seconds)
     return save_generation(result, model.sample_rate, out, task)
 
 

@@ -10,10 +10,13 @@ knows how generation goes past the trained context).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
+from tqdm.auto import tqdm
 
 from audiolm_pl.lm.transformer import TransformerLM
 from audiolm_pl.lm.windows import TokenWindow
@@ -21,6 +24,36 @@ from audiolm_pl.lm.windows import TokenWindow
 # allowed(step, previous) -> bool (V,) or (B, V) mask of ids that may come next;
 # step counts generated tokens from 0, previous (B,) is the last token of the sequence.
 AllowedFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+# progress bars for token loops: off unless a caller (the generate command) turns them on; AudioLM names the stage
+_SHOW_PROGRESS: ContextVar[bool] = ContextVar("audiolm_pl_show_progress", default=False)
+_STAGE: ContextVar[str] = ContextVar("audiolm_pl_stage", default="tokens")
+
+
+@contextmanager
+def show_progress(enabled: bool = True) -> Iterator[None]:
+    """Inside, every token loop of `generate` shows a progress bar on stderr (tokens done, tokens per second)."""
+    reset = _SHOW_PROGRESS.set(enabled)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(reset)
+
+
+@contextmanager
+def stage_progress(name: str) -> Iterator[None]:
+    """Names the progress bars of the token loops inside (`semantic`, `coarse`, `fine`)."""
+    reset = _STAGE.set(name)
+    try:
+        yield
+    finally:
+        _STAGE.reset(reset)
+
+
+def _steps(num_tokens: int) -> Iterable[int]:
+    if not _SHOW_PROGRESS.get():
+        return range(num_tokens)
+    return tqdm(range(num_tokens), desc=_STAGE.get(), unit="tok", leave=False, mininterval=1.0)
 
 
 @dataclass
@@ -107,7 +140,7 @@ def _conditions(conditions: Optional[torch.Tensor], start: int, end: int) -> Opt
 def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window: TokenWindow, generator,
                        conditions=None) -> torch.Tensor:
     tokens = prefix
-    for step in range(num_tokens):
+    for step in _steps(num_tokens):
         length = tokens.shape[1]
         start = window.start(length)
         logits = model(tokens[:, start:], conditions=_conditions(conditions, start, length))[:, -1]  # (B, V)
@@ -124,7 +157,7 @@ def _generate_cached(model, prefix, num_tokens, sampling, allowed, window: Token
     logits = model(prefix[:, start:], cache, _conditions(conditions, start, length))[:, -1]
     previous = prefix[:, -1]
     generated = []
-    for step in range(num_tokens):
+    for step in _steps(num_tokens):
         next_ids = sample_next(_restrict(logits, allowed, step, previous), sampling, generator)  # (B,)
         generated.append(next_ids)
         previous = next_ids
