@@ -39,6 +39,32 @@ def generate(pipeline, out, *overrides) -> int:
 
 # -- 1: a producer with the same TokenSpec but other ids --------------------------------------------
 
+def test_a_tokenizer_whose_feature_model_was_replaced_at_the_same_path_has_another_identity(tmp_path):
+    from audiolm_pl.config import to_dict
+    from audiolm_pl.semantic import load_tokenizer
+    from audiolm_pl.semantic.features import FeatureSource
+    from audiolm_pl.semantic.kmeans import KMeansConfig
+    from audiolm_pl.semantic.ssl_model import SSLModel, SSLModelConfig
+    from audiolm_pl.semantic.tokenizer import FramePipeline, fit_tokenizer
+
+    def save_ssl(seed: int) -> Path:  # what `audiolm-pl train ssl` writes, minus the optimiser
+        torch.manual_seed(seed)
+        config = SSLModelConfig(num_targets=16)
+        state = {f"model.{k}": v for k, v in SSLModel(config).state_dict().items()}
+        path = tmp_path / "ssl.ckpt"
+        torch.save({"hyper_parameters": {"stage": "ssl", "config": {"model": to_dict(config)}}, "state_dict": state}, path)
+        return path
+
+    source = FeatureSource(kind="ssl", path=str(save_ssl(0)), layer=1)
+    wavs = [torch.randn(16000) * 0.1 for _ in range(2)]
+    fit_tokenizer(FramePipeline(source, 25.0), wavs, KMeansConfig(num_clusters=4, batch_size=32, epochs=1)).save(
+        tmp_path / "tok.safetensors")
+    before = load_tokenizer(tmp_path / "tok.safetensors").identity()
+    assert load_tokenizer(tmp_path / "tok.safetensors").identity() == before  # the same files: the same identity
+    save_ssl(1)  # the SSL model retrained in place; the tokenizer file is untouched
+    assert load_tokenizer(tmp_path / "tok.safetensors").identity() != before
+
+
 def test_lm_checkpoints_carry_the_identity_of_their_token_makers(tiny_run, tmp_path):
     from audiolm_pl.checkpoint import load_stage_checkpoint
     from audiolm_pl.codec import load_codec

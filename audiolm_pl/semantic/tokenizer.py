@@ -51,6 +51,12 @@ class FramePipeline(torch.nn.Module):
     def sample_rate(self) -> int:
         return int(self.extractor.sample_rate)
 
+    def weights_identity(self) -> str:
+        """A hash of the feature model's weights (MFCC: its fixed filterbank and DCT buffers)."""
+        if hasattr(self.extractor, "weights_identity"):  # weights outside torch (Whisper's CTranslate2 file)
+            return self.extractor.weights_identity()
+        return tensors_hash(self.extractor.state_dict())
+
     @property
     def frame_rate(self) -> float:
         return self._frame_rate
@@ -115,11 +121,13 @@ class KMeansSemanticTokenizer(SemanticTokenizer):
         return ids.reshape(batch, length)  # (B, T_s)
 
     def identity(self) -> str:
-        """A hash of the centroids, the normalisation and the feature source without its path, so a
-        copied or moved tokenizer (and its source) keeps its identity."""
+        """A hash of the centroids, the normalisation, the feature source without its path and the feature
+        model's weights: a copied or moved tokenizer (and its source) keeps its identity, and one whose feature
+        model was retrained or replaced at the same path does not."""
         source = {key: value for key, value in to_dict(self.source).items() if key != "path"}
         tensors = {"centroids": self.centroids, "mean": self.mean, "std": self.std}
-        return tensors_hash(tensors, extra={"source": source, "frame_rate": self.frame_rate})
+        return tensors_hash(tensors, extra={"source": source, "frame_rate": self.frame_rate,
+                                            "feature_weights": self.frames.weights_identity()})
 
     def metadata(self) -> dict:
         return {

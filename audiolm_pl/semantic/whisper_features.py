@@ -91,11 +91,20 @@ class WhisperEncoderFeatures(nn.Module):
         self._encoder = None  # (threads, ctranslate2.models.Whisper): built on first use, in this process
         self._filters: torch.Tensor | None = None  # (n_mels, N_FFT // 2 + 1)
         self._dim: int | None = None
+        self._weights_hash: str | None = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_encoder"] = None  # the C++ model does not pickle; the receiving process builds its own
         return state
+
+    def weights_identity(self) -> str:
+        """A hash of the CTranslate2 weights (model.bin): the same model gives the same hash wherever it lies."""
+        from audiolm_pl.checkpoint import file_hash
+
+        if self._weights_hash is None:  # 75 MB for tiny.en: hashed once
+            self._weights_hash = file_hash(self.model_dir / "model.bin")
+        return self._weights_hash
 
     @property
     def sample_rate(self) -> int:
