@@ -37,8 +37,9 @@ def test_fast_dev_run_logs_validation_metrics_per_level(stage, token_shards, tmp
     for name in ["val/ce", "val/acc", "val/ppl", "val/unigram_entropy"] + [f"val/ce_q{q}" for q in levels]:
         assert name in metrics and math.isfinite(float(metrics[name])), name
     assert float(metrics["val/ppl"]) == pytest.approx(math.exp(float(metrics["val/ce"])), rel=1e-4)
-    # the one step's loss is that of the freshly initialised model: near-uniform logits over the layout's vocabulary
-    assert float(metrics["train/loss"]) == pytest.approx(math.log(module.layout.vocab_size), rel=0.05)
+    # the one step's loss is a fresh model's: near-uniform logits over the layout's vocabulary, in nats, averaged
+    # over the loss positions (tied embeddings lean towards the input id, a few tenths of a nat at most)
+    assert abs(float(metrics["train/loss"]) - math.log(module.layout.vocab_size)) < 0.5
 
 
 @pytest.mark.parametrize("stage", STAGES)
