@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -149,3 +150,73 @@ def tiny_run(audio_shards, tmp_path_factory):
                            continuation_seconds=1.0, workers=1)
     run_main_job(config)
     return config
+
+
+# -- token shards: the real tokenize job over `audio_shards` ----------------------------------------------
+
+def make_codec(root):
+    """(codec, checkpoint path): the real tiny codec (conf/codec/tiny.yaml), untrained, saved as a
+    codec-stage checkpoint and read back with `load_codec` (as `audiolm-pl tokenize` does)."""
+    from audiolm_pl.codec import load_codec
+    from audiolm_pl.codec.lightning import build_codec
+    from audiolm_pl.config import to_dict
+    from audiolm_pl.training import load_stage_config
+
+    config = load_stage_config("codec", "tiny")
+    torch.manual_seed(0)
+    model = build_codec(config.model)
+    with torch.no_grad():  # the quantizer's data-dependent init, as training does, so encoding leaves the weights as saved
+        model.encode(torch.from_numpy(synthetic_voice(150.0, 1.0, 16000, seed=0))[None])
+    path = root / "codec.ckpt"
+    torch.save({
+        "state_dict": {f"model.{name}": value for name, value in model.state_dict().items()},
+        "hyper_parameters": {"stage": "codec", "config": to_dict(config),
+                             "token_specs": {"acoustic": model.token_spec.to_dict()}},
+        "global_step": 0,
+    }, path)
+    return load_codec(path), path
+
+
+def make_semantic_tokenizer(audio_dir, path):
+    """The no-training baseline: k-means (12 ids) on MFCC frames of the training shards."""
+    from audiolm_pl.data.shard_io import iter_samples
+    from audiolm_pl.semantic import FeatureSource, FramePipeline, KMeansConfig, fit_tokenizer
+
+    wavs = [torch.from_numpy(sample.audio) for sample in iter_samples(audio_dir, 16000)]
+    frames = FramePipeline(FeatureSource(kind="mel"), 25.0)
+    tokenizer = fit_tokenizer(frames, wavs, KMeansConfig(num_clusters=12, batch_size=256, epochs=3))
+    tokenizer.save(path)
+    return tokenizer
+
+
+def run_tokenize(codec, tokenizer, hashes, source, out, **kwargs):
+    from audiolm_pl.jobs.tokenize_shards import tokenize_shards
+
+    return tokenize_shards(codec, tokenizer, source, out, codec_hash=hashes[0], semantic_hash=hashes[1],
+                           batch_size=3, **kwargs)
+
+
+_BUILT: dict[str, SimpleNamespace] = {}  # one tokenize run per session
+
+
+def build_token_shards(audio_shards, tmp_path_factory) -> SimpleNamespace:
+    """Token shards of the `audio_shards` fixture, made by the real tokenize job (once per session)."""
+    from audiolm_pl.checkpoint import file_hash
+
+    if str(audio_shards.train) in _BUILT:
+        return _BUILT[str(audio_shards.train)]
+    root = tmp_path_factory.mktemp("token_shards")
+    codec, codec_path = make_codec(root)
+    tokenizer = make_semantic_tokenizer(audio_shards.train, root / "semantic.safetensors")
+    hashes = (file_hash(codec_path), file_hash(root / "semantic.safetensors"))
+    reports = {split: run_tokenize(codec, tokenizer, hashes, getattr(audio_shards, split), root / split)
+               for split in ("train", "val")}
+    _BUILT[str(audio_shards.train)] = SimpleNamespace(
+        train=root / "train", val=root / "val", codec=codec, tokenizer=tokenizer, hashes=hashes, reports=reports,
+        audio=audio_shards, codec_path=codec_path, semantic_path=root / "semantic.safetensors")
+    return _BUILT[str(audio_shards.train)]
+
+
+@pytest.fixture(scope="session")
+def token_shards(audio_shards, tmp_path_factory):
+    return build_token_shards(audio_shards, tmp_path_factory)

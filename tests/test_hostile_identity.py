@@ -20,7 +20,7 @@ import torch
 
 from audiolm_pl.cli import main
 
-from test_tokenize import make_codec, token_shards  # noqa: F401  (fixture; built once per session)
+from conftest import make_codec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,6 @@ import torch
 from audiolm_pl import registry
 from audiolm_pl.training import build_trainer, load_stage_config, train_stage
 
-from test_tokenize import token_shards  # noqa: F401  (fixture; the shards are built once per session)
 
 STAGES = ["semantic", "coarse", "fine"]
 

@@ -82,11 +82,9 @@ def test_batch_padding_does_not_leak(whisper_tokenizers, window):
 
 
 def test_tokenize_job_with_whisper_tokenizer(whisper_tokenizers, audio_shards, tmp_path):
-    from test_tokenize import make_codec, read_samples
+    from conftest import make_codec
 
-    import webdataset as wds
-
-    from audiolm_pl.data.datamodule import decode_audio
+    from audiolm_pl.data.shard_io import iter_samples
 
     _, codec_path = make_codec(tmp_path)
     semantic_path = whisper_tokenizers["exact"]
@@ -97,10 +95,10 @@ def test_tokenize_job_with_whisper_tokenizer(whisper_tokenizers, audio_shards, t
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["token_specs"]["semantic"]["vocab_size"] == 12 and manifest["total_samples"] == 4
     tokenizer = load_tokenizer(semantic_path)
-    written = read_samples(out / "tokens-000000.tar")
-    for sample in wds.tarfile_samples([{"url": str(sorted(audio_shards.val.glob("*.tar"))[0])}]):
-        wav = torch.from_numpy(decode_audio(sample, 16000))[None]  # (1, T)
-        semantic = np.load(io.BytesIO(written[sample["__key__"]]["semantic.npy"]))  # (T_s,)
+    written = {sample.key: sample for sample in iter_samples(out)}
+    for sample in iter_samples(audio_shards.val, 16000):
+        wav = torch.from_numpy(sample.audio)[None]  # (1, T)
+        semantic = written[sample.key].semantic  # (T_s,)
         assert len(semantic) == wav.shape[1] * 25 // 16000
         assert np.array_equal(semantic, tokenizer.encode(wav)[0].numpy())  # batched in the job = alone
 

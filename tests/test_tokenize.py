@@ -1,8 +1,8 @@
 """The tokenize job: audio shards -> token shards, resumable, atomic, refusing foreign checkpoints.
 
-The `token_shards` fixture here (imported by tests/test_lm_stages.py) runs the real
-`tokenize_shards` over the `audio_shards` fixture with the baseline MFCC k-means semantic
-tokenizer and the real tiny codec (untrained: its codes are a deterministic function of the audio).
+The `token_shards` fixture (tests/conftest.py) runs the real `tokenize_shards` over the `audio_shards`
+fixture with the baseline MFCC k-means semantic tokenizer and the real tiny codec (untrained: its codes
+are a deterministic function of the audio).
 """
 
 from __future__ import annotations
@@ -17,79 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_tokenize
 
-
-def make_codec(root):
-    """(codec, checkpoint path): the real tiny codec (conf/codec/tiny.yaml), untrained, saved as a
-    codec-stage checkpoint and read back with `load_codec` (as `audiolm-pl tokenize` does)."""
-    from audiolm_pl.codec import load_codec
-    from audiolm_pl.codec.lightning import build_codec
-    from audiolm_pl.config import to_dict
-    from audiolm_pl.training import load_stage_config
-
-    config = load_stage_config("codec", "tiny")
-    torch.manual_seed(0)
-    model = build_codec(config.model)
-    from conftest import synthetic_voice
-
-    with torch.no_grad():  # the quantizer's data-dependent init, as training does, so encoding leaves the weights as saved
-        model.encode(torch.from_numpy(synthetic_voice(150.0, 1.0, 16000, seed=0))[None])
-    path = root / "codec.ckpt"
-    torch.save({
-        "state_dict": {f"model.{name}": value for name, value in model.state_dict().items()},
-        "hyper_parameters": {"stage": "codec", "config": to_dict(config),
-                             "token_specs": {"acoustic": model.token_spec.to_dict()}},
-        "global_step": 0,
-    }, path)
-    return load_codec(path), path
-
-
-def make_semantic_tokenizer(audio_dir, path):
-    """The no-training baseline: k-means (12 ids) on MFCC frames of the training shards."""
-    from audiolm_pl.data.datamodule import decode_audio
-    from audiolm_pl.data.shard_paths import resolve_shards
-    from audiolm_pl.semantic import FeatureSource, FramePipeline, KMeansConfig, fit_tokenizer
-    import webdataset as wds
-
-    samples = wds.tarfile_samples([{"url": url} for url in resolve_shards(audio_dir)])
-    wavs = [torch.from_numpy(decode_audio(sample, 16000)) for sample in samples]
-    frames = FramePipeline(FeatureSource(kind="mel"), 25.0)
-    tokenizer = fit_tokenizer(frames, wavs, KMeansConfig(num_clusters=12, batch_size=256, epochs=3))
-    tokenizer.save(path)
-    return tokenizer
-
-
-def tokenize(codec, tokenizer, hashes, source, out, **kwargs):
-    from audiolm_pl.jobs.tokenize_shards import tokenize_shards
-
-    return tokenize_shards(codec, tokenizer, source, out, codec_hash=hashes[0], semantic_hash=hashes[1],
-                           batch_size=3, **kwargs)
-
-
-_BUILT: dict[str, SimpleNamespace] = {}  # one tokenize run per session, shared by the modules importing the fixture
-
-
-def build_token_shards(audio_shards, tmp_path_factory) -> SimpleNamespace:
-    """Token shards of the `audio_shards` fixture, made by the real tokenize job (once per session)."""
-    from audiolm_pl.checkpoint import file_hash
-
-    if str(audio_shards.train) in _BUILT:
-        return _BUILT[str(audio_shards.train)]
-    root = tmp_path_factory.mktemp("token_shards")
-    codec, codec_path = make_codec(root)
-    tokenizer = make_semantic_tokenizer(audio_shards.train, root / "semantic.safetensors")
-    hashes = (file_hash(codec_path), file_hash(root / "semantic.safetensors"))
-    reports = {split: tokenize(codec, tokenizer, hashes, getattr(audio_shards, split), root / split)
-               for split in ("train", "val")}
-    _BUILT[str(audio_shards.train)] = SimpleNamespace(
-        train=root / "train", val=root / "val", codec=codec, tokenizer=tokenizer, hashes=hashes, reports=reports,
-        audio=audio_shards, codec_path=codec_path, semantic_path=root / "semantic.safetensors")
-    return _BUILT[str(audio_shards.train)]
-
-
-@pytest.fixture(scope="session")
-def token_shards(audio_shards, tmp_path_factory):
-    return build_token_shards(audio_shards, tmp_path_factory)
 
 
 def read_samples(tar_path):
@@ -145,7 +74,7 @@ def test_rerun_skips_finished_shards_and_rewrites_missing_ones(token_shards, tmp
     shutil.copytree(token_shards.train, out)
     before = read_samples(out / "tokens-000001.tar")
     (out / "tokens-000001.tar").unlink()
-    report = tokenize(token_shards.codec, token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, out)
+    report = run_tokenize(token_shards.codec, token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, out)
     assert report.shards_written == 1 and report.shards_skipped == len(list(out.glob("tokens-*.tar"))) - 1
     assert read_samples(out / "tokens-000001.tar") == before
     assert not list(out.glob("*.tmp"))
@@ -157,7 +86,7 @@ def test_refuses_to_append_tokens_of_other_checkpoints(token_shards, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(token_shards.train, out)
     with pytest.raises(TokenizeError, match="codec_hash"):
-        tokenize(token_shards.codec, token_shards.tokenizer, ("0" * 16, token_shards.hashes[1]),
+        run_tokenize(token_shards.codec, token_shards.tokenizer, ("0" * 16, token_shards.hashes[1]),
                  token_shards.audio.train, out)
 
 
@@ -166,7 +95,7 @@ def test_refuses_mismatched_sample_rates(token_shards, tmp_path):
 
     codec_8k = SimpleNamespace(sample_rate=8000, frame_rate=50.0)  # only its rates are read before refusing
     with pytest.raises(TokenizeError, match="sample rates differ"):
-        tokenize(codec_8k, token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, tmp_path / "out")
+        run_tokenize(codec_8k, token_shards.tokenizer, token_shards.hashes, token_shards.audio.train, tmp_path / "out")
 
 
 def test_cli_has_tokenize_command():
