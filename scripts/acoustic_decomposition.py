@@ -3,8 +3,9 @@
     python scripts/acoustic_decomposition.py outputs/main    # a finished main job (pipeline.yaml, shards/speech/val)
 
 For each held-out utterance with a text: the true codes at 8 / L / Q' levels, true coarse + generated fine,
-and generated coarse + generated fine (= `eval`'s acoustic generation), each decoded and judged by every ASR
-judge of `eval`. Prints pooled CERs as JSON (docs/results/main_job_2026-11-25.md).
+generated coarse alone, and generated coarse + generated fine (= `eval`'s acoustic generation), each decoded and
+judged by every ASR judge of `eval`. `--coarse RUN` judges another coarse LM trained on the same tokens.
+Prints pooled CERs as JSON (docs/results/main_job_2026-11-25.md, coarse_levers_2026-11-25.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from audiolm_pl.evaluation.runner import EvalConfig
 from audiolm_pl.evaluation.sections import has_reference_text
 from audiolm_pl.evaluation.selection import load_eval_utterances
 from audiolm_pl.evaluation.text import error_rates
-from audiolm_pl.lm import generate_coarse, generate_fine
+from audiolm_pl.lm import generate_coarse, generate_fine, load_lm
 from audiolm_pl.inference.audiolm import AudioLM
 
 
@@ -27,13 +28,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir", help="a main job's work directory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--coarse", default=None, help="another coarse LM (checkpoint or run directory) to judge")
     args = parser.parse_args()
     model = AudioLM.from_config(f"{args.workdir}/pipeline.yaml")
+    coarse_lm = load_lm(args.coarse, expected_stage="coarse") if args.coarse else model.coarse_lm
+    coarse_sampling, fine_sampling = model.stage_sampling("coarse"), model.stage_sampling("fine")
     config = EvalConfig()
     utterances = [u for u in load_eval_utterances(f"{args.workdir}/shards/speech/val", model.sample_rate, config.per_speaker,
                                                   config.min_utterance_seconds, config.seed) if has_reference_text(u)]
     judges = load_judges(config, model.sample_rate)
-    levels, coarse_levels = model.fine_lm.layout.num_quantizers, model.coarse_lm.layout.num_coarse
+    levels, coarse_levels = model.fine_lm.layout.num_quantizers, coarse_lm.layout.num_coarse
     generator = torch.Generator().manual_seed(args.seed)
     transcripts: dict[str, dict[str, list[str]]] = {}
     with torch.inference_mode():
@@ -41,12 +45,13 @@ def main() -> None:
             wav = torch.from_numpy(utterance.wav)[None]  # (1, T)
             codes, semantic = model.codec.encode(wav), model.semantic_tokenizer.encode(wav)  # (1, T_a, Q), (1, T_s)
             coarse = codes[:, :, :coarse_levels]  # (1, T_a, Q')
-            fine_given_true = generate_fine(model.fine_lm, coarse, None, model.sampling.fine, generator=generator)
-            coarse_generated = generate_coarse(model.coarse_lm, semantic, None, model.sampling.coarse,
+            fine_given_true = generate_fine(model.fine_lm, coarse, None, fine_sampling, generator=generator)
+            coarse_generated = generate_coarse(coarse_lm, semantic, None, coarse_sampling,
                                                num_frames=codes.shape[1], generator=generator)
-            fine_generated = generate_fine(model.fine_lm, coarse_generated, None, model.sampling.fine, generator=generator)
+            fine_generated = generate_fine(model.fine_lm, coarse_generated, None, fine_sampling, generator=generator)
             decodes = {"original": wav, f"true {codes.shape[2]} levels": codes, f"true {levels} levels": codes[:, :, :levels],
                        f"true {coarse_levels} levels": coarse, "true coarse + generated fine": torch.cat([coarse, fine_given_true], 2),
+                       "generated coarse (no fine)": coarse_generated,
                        "generated coarse + generated fine": torch.cat([coarse_generated, fine_generated], 2)}
             for name, value in decodes.items():
                 audio = (value if name == "original" else model.codec.decode(value))[0].numpy()  # (T,)
