@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from audiolm_pl.data.audio import BadAudio
 from audiolm_pl.corpus.rounds import CorpusTally, write_summary
-from audiolm_pl.fileio import atomic_write_json, atomic_write_text, temporary_path
+from audiolm_pl.fileio import atomic_output, atomic_write_json, atomic_write_text
 
 SOUNDS_ROOT, DOC_ROOT = Path("/usr/share/asterisk/sounds"), Path("/usr/share/doc")
 SAMPLE_RATE = 16000
@@ -252,11 +252,10 @@ def write_utterance(target: Path, parts: list[Prompt], language: str) -> float:
     target.parent.mkdir(parents=True, exist_ok=True)
     if text:
         atomic_write_text(target.with_name(f"{target.stem}.transcript.{language}.txt"), text + "\n")
-    tmp = temporary_path(target)
     # 16-bit PCM: the G.722 and GSM prompts decode to 16-bit samples anyway, and a float wav's PEAK
     # chunk carries a write time, which would make reruns differ byte for byte
-    soundfile.write(str(tmp), audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    tmp.replace(target)
+    with atomic_output(target) as tmp:
+        soundfile.write(str(tmp), audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return len(audio) / SAMPLE_RATE
 
 
