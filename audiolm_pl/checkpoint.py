@@ -6,6 +6,11 @@ LM stages `"producers": {"acoustic": <codec identity>, "semantic": <tokenizer id
 checkpoints from before they were recorded).
 `load_stage_checkpoint` returns those plus the model's state dict; a directory is
 accepted too and means `<dir>/checkpoints/last.ckpt` (a run directory).
+
+Under FSDP2 (`--trainer fsdp`) `last.ckpt` is a sharded directory (torch.distributed.checkpoint files plus
+Lightning's `meta.pt`): resume reads it, but a single file is what inference reads. `consolidate` gathers
+one into `<run>/checkpoints/consolidated.ckpt` (weights and hyper-parameters, as a single-process run writes
+them), which a run directory then resolves to; until then the resolver refuses, naming the command.
 """
 
 from __future__ import annotations
@@ -35,16 +40,68 @@ class StageCheckpoint:
     producers: dict[str, str] = field(default_factory=dict)  # LM stages: role -> identity() of the token makers
 
 
+SHARDED_METADATA = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint (step, loops, hyper-parameters)
+CONSOLIDATED = "consolidated.ckpt"
+
+
+def is_sharded(path: str | Path) -> bool:
+    """True for a torch.distributed.checkpoint directory written by Lightning (FSDP2 runs)."""
+    path = Path(path)
+    return path.is_dir() and (path / ".metadata").is_file() and (path / SHARDED_METADATA).is_file()
+
+
 def resolve_checkpoint_path(path: str | Path) -> Path:
     path = Path(path)
+    if is_sharded(path):
+        return _consolidated_for(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if is_sharded(candidate):
+                return _consolidated_for(candidate)
             if candidate.exists():
                 return candidate
         raise CheckpointError(f"{path} is a directory without checkpoints/last.ckpt or last.ckpt")
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+def _consolidated_for(sharded: Path) -> Path:
+    """The consolidated file beside a sharded checkpoint, when it is at least as new; else a clear refusal."""
+    single = sharded.parent / CONSOLIDATED
+    if single.is_file() and single.stat().st_mtime >= (sharded / SHARDED_METADATA).stat().st_mtime:
+        return single
+    state = "is older than it" if single.is_file() else "does not exist"
+    raise CheckpointError(f"{sharded} is a sharded (FSDP) checkpoint and {single} {state}; write it with "
+                          f"`audiolm-pl checkpoint consolidate {sharded}`")
+
+
+def consolidate(path: str | Path, output: str | Path | None = None) -> Path:
+    """A sharded checkpoint (or a run directory whose `checkpoints/last.ckpt` is one) -> one `.ckpt` file with
+    the full `state_dict` (keys as a single-process run writes them) and Lightning's metadata (hyper-parameters,
+    step), optimizer states left out: it is for inference, resume reads the sharded one. Written atomically to
+    `output` (default: `consolidated.ckpt` beside the sharded directory); returns its path."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    from audiolm_pl.fileio import atomic_output
+
+    path = Path(path)
+    sharded = path if is_sharded(path) else path / "checkpoints" / "last.ckpt"
+    if not is_sharded(sharded):
+        raise CheckpointError(f"{path} is neither a sharded checkpoint directory (.metadata + {SHARDED_METADATA}) "
+                              "nor a run directory whose checkpoints/last.ckpt is one")
+    tensors: dict = {}
+    # no process group: this process reads every shard and keeps full tensors (the whole model fits in CPU memory)
+    _load_state_dict(tensors, storage_reader=FileSystemReader(sharded), planner=_EmptyStateDictLoadPlanner(),
+                     no_dist=True)
+    checkpoint = torch.load(sharded / SHARDED_METADATA, map_location="cpu", weights_only=True)
+    checkpoint["state_dict"] = {key: value.contiguous() for key, value in tensors["state_dict"].items()}
+    output = Path(output) if output is not None else sharded.parent / CONSOLIDATED
+    with atomic_output(output) as temporary:
+        torch.save(checkpoint, temporary)
+    return output
 
 
 def load_raw(path: str | Path) -> dict:
@@ -60,7 +117,12 @@ def load_raw(path: str | Path) -> dict:
 
 def unreadable_reason(path: str | Path) -> str | None:
     """Why `path` cannot be read as a weights-only checkpoint (one line), or None when it can. Its
-    tensors are memory-mapped, not read: a cheap check for a file torn by a killed writer."""
+    tensors are memory-mapped, not read: a cheap check for a file torn by a killed writer. A sharded (FSDP)
+    checkpoint, a directory, is judged by its metadata file."""
+    if Path(path).is_dir():
+        if not is_sharded(path):
+            return f"IsADirectoryError: {path} is a directory but not a sharded checkpoint"
+        path = Path(path) / SHARDED_METADATA
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # RuntimeError for a torn zip archive, UnpicklingError for foreign objects

@@ -32,7 +32,7 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1  # int, list of ids or "auto"
     num_nodes: int = 1
-    strategy: str = "auto"  # "auto" | "ddp" | "fsdp" | "ddp_spawn" | ...
+    strategy: str = "auto"  # "auto" | "ddp" | "ddp_spawn" | "fsdp" (FSDP2: `ModelParallelStrategy`) | ...
     precision: str = "32-true"  # "bf16-mixed" on GPU
     max_steps: int = 1000
     max_time: Optional[str] = None  # "DD:HH:MM:SS": stop (and checkpoint) after this long
@@ -92,6 +92,32 @@ def run_dir(trainer_config: TrainerConfig, stage: str) -> Path:
     return Path(trainer_config.output_dir) / (trainer_config.run_name or stage)
 
 
+def build_strategy(tc: TrainerConfig):
+    """`tc.strategy` as Lightning takes it; "fsdp" means FSDP2: a `ModelParallelStrategy` whose whole mesh is data
+    parallel (the modules shard themselves in `configure_model`), saving sharded checkpoints (directories)."""
+    if tc.strategy != "fsdp":
+        return tc.strategy
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return ModelParallelStrategy(data_parallel_size=tc.num_nodes * _devices_per_node(tc), tensor_parallel_size=1,
+                                 save_distributed_checkpoint=True)
+
+
+def _devices_per_node(tc: TrainerConfig) -> int:
+    """How many processes each node runs: the mesh must be sized before Lightning counts them itself."""
+    if isinstance(tc.devices, int) and tc.devices > 0:
+        return tc.devices
+    if isinstance(tc.devices, (list, tuple)):
+        return len(tc.devices)
+    if tc.devices == "auto" and tc.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if torch.cuda.device_count():
+            return torch.cuda.device_count()
+    raise ValueError(f"trainer.devices={tc.devices!r} with trainer.strategy=fsdp: give a number of devices per node "
+                     f"(\"auto\" counts the GPUs of accelerator gpu, and found none)")
+
+
 def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: bool = False):
     """A `lightning.Trainer` with TensorBoard logging and `last.ckpt` checkpointing."""
     import lightning as L
@@ -114,7 +140,7 @@ def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: b
         accelerator=tc.accelerator,
         devices=tc.devices,
         num_nodes=tc.num_nodes,
-        strategy=tc.strategy,
+        strategy=build_strategy(tc),
         precision=tc.precision,
         max_steps=tc.max_steps,
         max_time=tc.max_time,

@@ -19,6 +19,7 @@ def add_commands(subparsers) -> None:
     _add_train(subparsers)
     _add_tokenize(subparsers)
     _add_main(subparsers)
+    _add_checkpoint(subparsers)
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -34,7 +35,8 @@ def _add_train(subparsers) -> None:
     )
     parser.add_argument("stage", choices=sorted(STAGES), help="which stage to train")
     parser.add_argument("--config", default="tiny", help="a name under conf/<stage>/ (tiny, small, paper) or a YAML path")
-    parser.add_argument("--trainer", default=None, help="a trainer preset under conf/trainer/ (cpu, ddp, fsdp) or a YAML path")
+    parser.add_argument("--trainer", default=None,
+                        help="a trainer preset under conf/trainer/ (cpu, ddp, ddp_cpu, fsdp, fsdp_cpu) or a YAML path")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.set_defaults(func=_run_train)
 
@@ -124,4 +126,28 @@ def _run_main(args: argparse.Namespace) -> int:
     report = run_main_job(config)
     total = sum(step["seconds"] for step in report["steps"].values()) / 60
     print(f"main job done in {total:.1f} min of step time; report: {config.root / 'report.md'}")
+    return 0
+
+
+# -- checkpoint ----------------------------------------------------------------------------
+
+
+def _add_checkpoint(subparsers) -> None:
+    parser = subparsers.add_parser("checkpoint", help="checkpoint tools (consolidate an FSDP run's sharded checkpoint)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    consolidate = actions.add_parser(
+        "consolidate",
+        help="sharded checkpoint (or run directory) -> one consolidated.ckpt that inference reads",
+        description="Gather an FSDP run's sharded checkpoints/last.ckpt (a directory) into "
+                    "checkpoints/consolidated.ckpt: the single file load_lm, tokenize and AudioLM read.",
+    )
+    consolidate.add_argument("path", help="a run directory or a sharded checkpoint directory")
+    consolidate.add_argument("--output", default=None, help="where to write (default: consolidated.ckpt beside it)")
+    consolidate.set_defaults(func=_run_consolidate)
+
+
+def _run_consolidate(args: argparse.Namespace) -> int:
+    from audiolm_pl.checkpoint import consolidate
+
+    print(f"consolidated checkpoint: {consolidate(args.path, args.output)}")
     return 0

@@ -43,20 +43,21 @@ class TokenLMModule(L.LightningModule):
         self._step_started = time.perf_counter()
 
     def configure_model(self) -> None:
-        """Under FSDP: wrap every `Block`, then the whole model (Lightning's manual-wrap hook)."""
-        from lightning.pytorch.strategies import FSDPStrategy
+        """Under FSDP2 (`ModelParallelStrategy`): `fully_shard` every `Block`, then the whole model, over the
+        data-parallel mesh. Does nothing under any other strategy, and nothing the second time it is called."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+        from torch.distributed.fsdp import FSDPModule, fully_shard
 
-        if self._trainer is None or not isinstance(self.trainer.strategy, FSDPStrategy):
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
             return
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        from torch.distributed.fsdp.wrap import wrap
-
-        if any(isinstance(module, FullyShardedDataParallel) for module in self.model.modules()):
+        if isinstance(self.model, FSDPModule):
             return
-        for index, block in enumerate(self.model.blocks):
+        mesh = self.device_mesh["data_parallel"]
+        # one all-gather per block: only one block's full weights live at a time (plus the root's embeddings)
+        for block in self.model.blocks:
             assert isinstance(block, Block)
-            self.model.blocks[index] = wrap(block)
-        self.model = wrap(self.model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
 
     def _loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> per-position ce (N,), correct (N,) and level (N,) over the loss positions."""
