@@ -28,6 +28,7 @@ DISPATCH = {
     ("train", "coarse"): ("audiolm_pl.jobs.cli", "_run_train"),
     ("tokenize", "--codec", "c", "--semantic", "t", "in", "out"): ("audiolm_pl.jobs.cli", "_run_tokenize"),
     ("main", "speech_hours=2"): ("audiolm_pl.jobs.cli", "_run_main"),
+    ("checkpoint", "consolidate", "runs/coarse"): ("audiolm_pl.jobs.cli", "_run_consolidate"),
     ("generate", "--pipeline", "p.yaml", "--out", "o.wav"): ("audiolm_pl.inference.cli", "_run"),
     ("eval", "--pipeline", "p.yaml", "--shards", "s"): ("audiolm_pl.evaluation.cli", "_run"),
 }
