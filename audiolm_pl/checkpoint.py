@@ -80,7 +80,8 @@ def consolidate(path: str | Path, output: str | Path | None = None) -> Path:
     """A sharded checkpoint (or a run directory whose `checkpoints/last.ckpt` is one) -> one `.ckpt` file with
     the full `state_dict` (keys as a single-process run writes them) and Lightning's metadata (hyper-parameters,
     step), optimizer states left out: it is for inference, resume reads the sharded one. Written atomically to
-    `output` (default: `consolidated.ckpt` beside the sharded directory); returns its path."""
+    `output` (default: `consolidated.ckpt` beside the sharded directory); returns its path. Unlike `load_raw`,
+    this unpickles torch.distributed.checkpoint's `.metadata` (as resume does): consolidate only your own runs."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
