@@ -80,9 +80,9 @@ def consolidate(path: str | Path, output: str | Path | None = None) -> Path:
     """A sharded checkpoint (or a run directory whose `checkpoints/last.ckpt` is one) -> one `.ckpt` file with
     the full `state_dict` (keys as a single-process run writes them) and Lightning's metadata (hyper-parameters,
     step), optimizer states left out: it is for inference, resume reads the sharded one. Written atomically to
-    `output` (default: `consolidated.ckpt` beside the sharded directory); returns its path. Unlike `load_raw`,
-    this unpickles torch.distributed.checkpoint's `.metadata` (as resume does): consolidate only your own runs."""
-    from torch.distributed.checkpoint import FileSystemReader
+    `output` (default: `consolidated.ckpt` beside the sharded directory); returns its path. Like `load_raw` it runs
+    no code from the files: `meta.pt` is read weights-only, and torch.distributed.checkpoint's `.metadata` (a
+    pickle) through an unpickler that admits only the classes describing tensors and shards."""
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
@@ -95,14 +95,56 @@ def consolidate(path: str | Path, output: str | Path | None = None) -> Path:
                               "nor a run directory whose checkpoints/last.ckpt is one")
     tensors: dict = {}
     # no process group: this process reads every shard and keeps full tensors (the whole model fits in CPU memory)
-    _load_state_dict(tensors, storage_reader=FileSystemReader(sharded), planner=_EmptyStateDictLoadPlanner(),
-                     no_dist=True)
+    reader = _metadata_checked_reader(sharded)
+    reader.read_metadata()  # here, not inside the loader: torch would wrap a refusal in its own exception
+    _load_state_dict(tensors, storage_reader=reader, planner=_EmptyStateDictLoadPlanner(), no_dist=True)
     checkpoint = torch.load(sharded / SHARDED_METADATA, map_location="cpu", weights_only=True)
     checkpoint["state_dict"] = {key: value.contiguous() for key, value in tensors["state_dict"].items()}
     output = Path(output) if output is not None else sharded.parent / CONSOLIDATED
     with atomic_output(output) as temporary:
         torch.save(checkpoint, temporary)
     return output
+
+
+# what a torch.distributed.checkpoint `.metadata` pickle may name (torch 2.x): descriptions of tensors and shards
+_METADATA_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {"Metadata", "MetadataIndex", "ChunkStorageMetadata", "TensorProperties",
+                                              "TensorStorageMetadata", "BytesStorageMetadata", "StorageMeta",
+                                              "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},  # a layout by its name
+    "torch": {"Size"},  # and dtypes, checked below
+    "pathlib": {"Path", "PosixPath", "WindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+def _metadata_checked_reader(directory: Path):
+    """torch's `FileSystemReader` whose `.metadata` is unpickled with only `_METADATA_GLOBALS`: a crafted file
+    raises `CheckpointError` instead of running code."""
+    import pickle
+
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class CheckedUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+            if dtype or name in _METADATA_GLOBALS.get(module, ()):
+                return super().find_class(module, name)
+            raise CheckpointError(f"{directory / '.metadata'} names {module}.{name}, which a sharded checkpoint's "
+                                  "metadata never holds; refusing to load it (it could run code)")
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            with open(directory / ".metadata", "rb") as handle:
+                metadata = CheckedUnpickler(handle).load()
+            if getattr(metadata, "storage_meta", None) is None:  # as torch's own reader does
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return Reader(directory)
 
 
 def load_raw(path: str | Path) -> dict:

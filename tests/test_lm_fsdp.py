@@ -117,3 +117,23 @@ def test_fsdp_run_consolidates_into_what_a_single_process_run_writes(stage, fsdp
     else:
         coarse = torch.randint(0, token_shards.codec.codebook_size, (2, 56, 2))
         assert generate_fine(lm, coarse).shape == (2, 56, 2)
+
+
+def test_consolidate_never_runs_code_from_a_crafted_metadata_file(tmp_path):
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    sharded = tmp_path / "last.ckpt"
+    dcp.save({"state_dict": {"model.w": torch.randn(3, 4)}}, storage_writer=dcp.FileSystemWriter(sharded), no_dist=True)
+    torch.save({"hyper_parameters": {"stage": "semantic"}, "global_step": 1}, sharded / "meta.pt")
+    assert set(load_raw(consolidate(sharded))["state_dict"]) == {"model.w"}  # a genuine one consolidates
+
+    class Payload:  # what a malicious .metadata would hold: a call to run on unpickling
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    (sharded / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match=r"\.metadata names .*system.* refusing"):
+        consolidate(sharded)
+    assert not (tmp_path / "pwned").exists()
