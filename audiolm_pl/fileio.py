@@ -1,19 +1,23 @@
 """Atomic file writes: a file appears under its final name only when whole.
 
 The temporary file sits beside the target (same file system, so the rename is atomic) and is
-named after the whole target name, so `report.json` and `report.md` never share one.
+named after the whole target name and the writing process, so `report.json` and `report.md` never
+share one, nor do two ranks writing the same file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
 def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+    # one name per process: ranks of a distributed run that write the same file (config.yaml) must not rename
+    # each other's temporary away
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 @contextmanager
