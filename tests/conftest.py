@@ -220,3 +220,22 @@ def build_token_shards(audio_shards, tmp_path_factory) -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def token_shards(audio_shards, tmp_path_factory):
     return build_token_shards(audio_shards, tmp_path_factory)
+
+
+def assert_run_logged(run_dir, tags) -> dict:
+    """A training run's TensorBoard holds every scalar of `tags` (finite), a reconstruction's audio and its
+    spectrogram image; returns the last scalars."""
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from audiolm_pl.jobs.report import last_scalars
+
+    figures = last_scalars(run_dir)
+    for tag in tags:
+        assert tag in figures, tag
+    assert all(np.isfinite(v) for v in figures.values())
+    accumulator = EventAccumulator(str(next(run_dir.rglob("events.out.tfevents.*"))), size_guidance={"audio": 0, "images": 0})
+    accumulator.Reload()
+    assert "audio/0_reconstruction" in accumulator.Tags()["audio"]
+    assert "spectrogram/0_reconstruction" in accumulator.Tags()["images"]
+    return figures
