@@ -12,6 +12,10 @@ Validation streams read every shard in order, deal the samples round-robin to ra
 workers, and stop at a fixed count per rank (cycling if the set is small), so every rank
 runs the same number of validation steps.
 
+Setting `AUDIOLM_PL_READ_LOG=DIR` makes every training reader (rank, dataloader worker) list the samples it reads
+in `DIR/reads-rank{R}-worker{W}.tsv` (`epoch<TAB>shard<TAB>key` a line), so a distributed run shows which shards
+each rank read (docs/scaling.md).
+
 A sample that cannot be read (`BadSample`: a corrupt FLAC or npy member) is skipped, counted and named once
 (shard and key, a warning); the stream stops with `TooManyBadSamples` only when more than `max_bad_fraction`
 of the samples it has read were bad (judged after `MIN_SAMPLES_BEFORE_JUDGING`, so one early bad sample
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import lightning as L
@@ -44,6 +50,7 @@ Collate = Callable[[list[dict]], dict]
 MIN_SAMPLES_BEFORE_JUDGING = 20
 BAD_SAMPLES_KEY = "bad_samples"  # in a training batch: samples its reader skipped since its previous batch
 _named_bad_samples: set[str] = set()  # per process: training resamples shards, and validation reads them again
+READ_LOG_VARIABLE = "AUDIOLM_PL_READ_LOG"  # a directory: each training reader lists the samples it reads there
 
 
 class TooManyBadSamples(ValueError):
@@ -178,6 +185,7 @@ class ShardStream(IterableDataset):
             wds.split_by_worker,  # then worker w of N keeps every N-th of those: no two readers share a shard
             _resampled(rng),  # this reader's shards drawn with replacement, forever
             wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            _read_log(rank, worker, epoch),
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng),
             self._examples(rng),
             wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
@@ -244,6 +252,26 @@ def _resampled(rng: random.Random) -> Callable[[Iterator[dict]], Iterator[dict]]
         shards = list(shards)
         while True:
             yield rng.choice(shards)
+
+    return stage
+
+
+def _read_log(rank: int, worker: int, epoch: int) -> Callable[[Iterator[dict]], Iterator[dict]]:
+    """A pipeline stage that passes raw samples on; when `$AUDIOLM_PL_READ_LOG` names a directory, it first appends
+    `epoch<TAB>shard<TAB>key` of each to `reads-rank{rank}-worker{worker}.tsv` there. These are the samples read from
+    disk (the last few of an epoch may still sit in the shuffle buffer), for checking that readers share no shard."""
+    directory = os.environ.get(READ_LOG_VARIABLE)
+
+    def stage(samples: Iterator[dict]) -> Iterator[dict]:
+        if not directory:
+            yield from samples
+            return
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        # appended, line-buffered: a rank's workers each own a file, and a killed run keeps what it had read
+        with open(Path(directory) / f"reads-rank{rank}-worker{worker}.tsv", "a", buffering=1) as record:
+            for sample in samples:
+                record.write(f"{epoch}\t{sample['__url__']}\t{sample['__key__']}\n")
+                yield sample
 
     return stage
 
