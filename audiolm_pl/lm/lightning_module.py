@@ -44,7 +44,16 @@ class TokenLMModule(L.LightningModule):
 
     def configure_model(self) -> None:
         """Under FSDP2 (`ModelParallelStrategy`): `fully_shard` every `Block`, then the whole model, over the
-        data-parallel mesh. Does nothing under any other strategy, and nothing the second time it is called."""
+        data-parallel mesh. With `model.compile`: `torch.compile` every block (after sharding, so FSDP2's
+        all-gather hooks stay eager). Does nothing the second time it is called."""
+        self._shard_blocks()
+        if self.run_config.model.compile:
+            for block in self.model.blocks:
+                # in place (`nn.Module.compile`): parameter names and checkpoints stay those of the eager model
+                if getattr(block, "_compiled_call_impl", None) is None:
+                    block.compile()
+
+    def _shard_blocks(self) -> None:
         from lightning.pytorch.strategies import ModelParallelStrategy
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
@@ -68,15 +77,27 @@ class TokenLMModule(L.LightningModule):
         return ce, logits.argmax(-1) == targets, batch["levels"][keep]
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
-        ce, correct, _ = self._loss_terms(batch)
-        loss = ce.mean()
+        loss, accuracy = self._training_loss(batch)
         now = time.perf_counter()
         tokens = batch["inputs"].numel()
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", correct.float().mean())
+        self.log("train/acc", accuracy)
         self.log("train/tokens_per_s", tokens / max(now - self._step_started, 1e-9))
         self._step_started = now
         return loss
+
+    def _training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> mean cross-entropy and accuracy over the loss positions, both 0-dim tensors.
+
+        Masks with `ignore_index` instead of boolean indexing (`_loss_terms`): selecting the loss positions
+        needs their count on the host, a device sync every step; this keeps the step free of any."""
+        logits = self.model(batch["inputs"], conditions=batch.get("conditions"))  # (B, T, V)
+        keep = batch["levels"] >= 0  # (B, T)
+        targets = batch["targets"].masked_fill(~keep, -100)  # (B, T); -100: F.cross_entropy's ignore_index
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum", ignore_index=-100)
+        count = keep.sum().clamp_min(1)  # a batch of prefixes only gives 0 / 1, not NaN
+        correct = ((logits.argmax(-1) == batch["targets"]) & keep).sum()
+        return ce / count, correct / count
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(1 + len(self.layout.levels), 3, device=self.device, dtype=torch.float64)

@@ -36,6 +36,8 @@ class TransformerConfig:
     rotary_base: float = 10000.0
     max_seq_len: int = 1024  # trained context; generation slides a window of this length
     activation_checkpointing: bool = False
+    # training: `torch.compile` each block (TokenLMModule.configure_model); the model itself never compiles
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
