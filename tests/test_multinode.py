@@ -125,3 +125,18 @@ def test_two_nodes_end_in_step_with_one_checkpoint(two_nodes):
     assert checkpoint["global_step"] == STEPS
     for name, weight in final[0]["state_dict"].items():
         assert torch.equal(weight, checkpoint["state_dict"][name]), name
+
+
+@pytest.mark.timeout(60)  # the bug this guards against is a hang
+def test_a_validation_set_too_small_for_the_readers_is_refused_not_a_hang(tmp_path):
+    """Validation deals samples round-robin to ranks x workers and cycles until each reader has its quota: a
+    reader dealt nothing in a whole pass would cycle forever (2 samples, 3 ranks: rank 2 gets none)."""
+    from conftest import write_voice_shards
+    from audiolm_pl.data.stream import ShardStream
+
+    write_voice_shards(tmp_path, speakers=(("v", 150.0),), per_speaker=2, seconds=0.5)
+    stream = ShardStream(resolve_shards(str(tmp_path)), lambda sample, rng: sample, list, 1, train=False,
+                         samples_per_rank=4)
+    assert len(list(stream._raw_val_samples(1, 2, 0, 1))) == 4  # 1 sample of 2 ranks' share, cycled to the quota
+    with pytest.raises(ValueError, match="hold 2 samples, too few .* 3 ranks x 1 dataloader workers"):
+        next(stream._raw_val_samples(2, 3, 0, 1))

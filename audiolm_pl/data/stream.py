@@ -156,6 +156,11 @@ class ShardStream(IterableDataset):
                     return
             if not seen_any:
                 raise ValueError(f"validation shards {self.shards[:3]} hold no samples")
+            if produced == 0:  # a whole pass dealt this reader nothing: another pass would too (it would hang)
+                raise ValueError(
+                    f"validation shards {self.shards[:3]} hold {index + 1} samples, too few to deal one to each of "
+                    f"{world} ranks x {num_workers} dataloader workers; write at least {world * num_workers} validation "
+                    "samples, or set data.num_workers lower")
 
     def __len__(self) -> int:
         if self.train:
