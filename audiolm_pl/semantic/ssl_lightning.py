@@ -70,6 +70,24 @@ class SSLLightning(L.LightningModule):
             {"stage": "ssl", "config": to_dict(run_config), "token_specs": {"targets": target_tokenizer.token_spec.to_dict()}}
         )
 
+    def configure_model(self) -> None:
+        """Under FSDP2 (`ModelParallelStrategy`): `fully_shard` the conv feature encoder and every transformer
+        layer (`SSLModel.shard_units`), then the whole model, over the data-parallel mesh. Does nothing under any
+        other strategy, and nothing the second time it is called. The target tokenizer is not sharded: it has no
+        trainable state, and each rank computes the k-means targets of its own batch with a full copy."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        if isinstance(self.model, FSDPModule):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        # one all-gather per unit: only one layer's full weights live at a time (plus the root's)
+        for unit in self.model.shard_units():
+            fully_shard(unit, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+
     @property
     def target_tokenizer(self) -> KMeansSemanticTokenizer:
         tokenizer = self._targets[0]

@@ -31,6 +31,7 @@ class SSLModelConfig:
     dropout: float = 0.1
     num_targets: int = 0  # k-means ids predicted; 0 = take the target tokenizer's vocab_size at build time
     sample_rate: int = 16000
+    activation_checkpointing: bool = False  # recompute each conv / transformer layer in backward (training only)
 
 
 @dataclass
@@ -87,6 +88,16 @@ class SSLModel(nn.Module):
         encoder_class = HubertModel if config.arch == "hubert" else Wav2Vec2Model
         self.encoder = encoder_class(hf_config(config))
         self.head = nn.Linear(config.hidden_size, config.num_targets)
+        if config.activation_checkpointing:
+            # non-reentrant torch.utils.checkpoint around each layer's `forward` (not `__call__`): FSDP2's
+            # all-gather hooks stay outside the checkpoint, so the recompute in backward gathers the weights again
+            self.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+    def shard_units(self) -> list[nn.Module]:
+        """The sub-modules FSDP2 shards one by one before the whole model (`SSLLightning.configure_model`): the
+        conv feature encoder (it runs once, first) and every transformer layer; the rest (feature projection,
+        positional conv, masked-frame embedding, head) stays with the root."""
+        return [self.encoder.feature_extractor, *self.encoder.encoder.layers]
 
     @property
     def sample_rate(self) -> int:
