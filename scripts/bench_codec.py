@@ -7,6 +7,13 @@ Prints, for 1, 3, 6 and Q quantizers and for the unquantized latents (the autoen
 distance, SI-SDR, STOI, PESQ (wide band) and the latent error left after quantization; codebook usage
 and perplexity per RVQ level; encode and decode real-time factors on this CPU; and whether any
 training step was skipped for a non-finite loss. With --checkpoint it only measures.
+
+    python scripts/bench_codec.py --throughput --config small --synthetic-shards /tmp/bench_audio [--compile]
+
+--throughput measures training speed instead (audiolm_pl/throughput.py): model FLOPs per second of audio of a
+generator + discriminator step (counted; the mel/STFT losses' FFTs are not), achieved FLOP/s and MFU against
+a matmul peak measured here, step time from audio shards through the codec's DataModule vs from one batch in
+memory, and peak memory. `loss.discriminator_start=0` is set so every timed step is the full GAN step.
 """
 
 from __future__ import annotations
@@ -62,6 +69,45 @@ def measure(codec, val_shards: str, clips: int, levels: list[int]) -> dict:
     }
 
 
+def bench_throughput(args) -> None:
+    """Training step time and MFU of the codec config `args.config` (see the module docstring)."""
+    from audiolm_pl import registry
+    from audiolm_pl.throughput import OneBatch, first_batch, matmul_peak, measure_steps, write_audio_shards
+    from audiolm_pl.training import load_stage_config
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the precision training runs in
+    peak = matmul_peak(device, dtype)
+    print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}; "
+          f"peak {str(dtype).removeprefix('torch.')} matmul {peak / 1e9:.1f} GFLOP/s", flush=True)
+    config = load_stage_config("codec", args.config, None, ["loss.discriminator_start=0", *args.overrides])
+    shards = args.train_shards
+    if args.synthetic_shards:
+        shards = str(write_audio_shards(args.synthetic_shards, config.data.sample_rate))
+    config.data.train_shards = config.data.val_shards = shards
+
+    def build():
+        torch.manual_seed(0)
+        return registry.get_stage("codec").build(config)
+
+    module, datamodule = build()
+    batch = first_batch(datamodule)
+    audio_seconds = batch["wav"].numel() / config.data.sample_rate  # (B, T) samples per step
+    from_shards = measure_steps(module, datamodule, args.steps, args.warmup, device, count_flops=True)
+    module, _ = build()
+    from_memory = measure_steps(module, OneBatch(batch, args.warmup + args.steps + 1), args.steps, args.warmup,
+                                device, count_flops=False)
+    flops = from_shards.flops
+    print(f"codec  {args.config}: batch {tuple(batch['wav'].shape)} = {audio_seconds:.1f} s of audio per step, "
+          f"{flops / audio_seconds / 1e9:.2f} GFLOP per second of audio (fwd + bwd, generator + discriminators)")
+    for name, measure in (("shards", from_shards), ("memory", from_memory)):
+        achieved = flops / measure.seconds
+        print(f"       {name:7s} {measure.seconds * 1000:8.1f} ms/step  {audio_seconds / measure.seconds:7.2f} s of audio/s  "
+              f"{achieved / 1e9:7.2f} GFLOP/s  MFU={achieved / peak:6.1%}  peak_mem={measure.peak_memory_mb:7.0f} MB")
+    print(f"       shards / memory step time = {from_shards.seconds / from_memory.seconds:.3f}")
+    print(f"# peak after: {matmul_peak(device, dtype) / 1e9:.1f} GFLOP/s (the machine may be shared)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-shards", default="outputs/main/shards/speech/train")
@@ -74,10 +120,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--compare", type=Path, default=None, help="a previous --out file to print beside")
+    parser.add_argument("--throughput", action="store_true", help="measure training speed and MFU, not quality")
+    parser.add_argument("--synthetic-shards", type=Path, default=None,
+                        help="--throughput: write synthetic voice-like audio shards here (once) and train from them")
+    parser.add_argument("--steps", type=int, default=5, help="--throughput: timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="--throughput: untimed steps first")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.throughput:
+        return bench_throughput(args)
 
     from audiolm_pl.checkpoint import load_raw
     from audiolm_pl.codec import load_codec

@@ -1,28 +1,32 @@
-"""Benchmarks of the three LM stages: training tokens/s, generation tokens/s with and without the
-KV cache, peak memory. Prints one line per measurement.
+"""Benchmarks of the three LM stages: training throughput (model FLOPs per token, achieved FLOP/s, MFU
+against a matmul peak measured here, step time from token shards vs from one batch in memory, peak memory,
+`torch.compile` on vs off) and generation tokens/s with and without the KV cache. One line per measurement.
 
-    python scripts/bench_lm.py                       # small configs, CPU
-    python scripts/bench_lm.py --size tiny --gen-tokens 250
-    python scripts/bench_lm.py --paper-step          # also one training step at the paper shapes
+    python scripts/bench_lm.py --synthetic-shards /tmp/bench_tokens           # small configs, CPU, 1 thread
+    python scripts/bench_lm.py --train-shards outputs/main/tokens/speech/train --compile
+    python scripts/bench_lm.py --size paper --stages coarse --gen-stages       # a GPU: bf16, paper shapes
 
-Shapes come from the stage configs and reference token specs (semantic 1024 ids @ 25 Hz,
-codec 12 x 1024 codes @ 50 Hz, as in the paper): a training sequence is the longest one
-that `data.crop_seconds` makes in that stage's layout.
+Training runs through the stage's own module, DataModule and a Lightning Trainer (audiolm_pl/throughput.py).
+Shards: the config's `data.train_shards`, `--train-shards`, or `--synthetic-shards DIR`: random ids written
+there in the real token-shard format at the reference specs (semantic 1024 ids @ 25 Hz, codec 12 x 1024 codes
+@ 50 Hz, as in the paper), which cost the data path what real tokens do.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
+from pathlib import Path
 
 import torch
 
+from audiolm_pl import registry
 from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, SemanticLayout
-from audiolm_pl.lm.lightning_module import TokenLMModule
 from audiolm_pl.lm.sampling import SamplingConfig, generate
-from audiolm_pl.lm.stages import longest_sequence, make_layout
+from audiolm_pl.lm.stages import make_layout
 from audiolm_pl.lm.transformer import TransformerLM
+from audiolm_pl.throughput import (OneBatch, first_batch, matmul_peak, measure_steps, peak_memory_mb,
+                                   synchronize, write_token_shards)
 from audiolm_pl.tokens import TokenSpec
 from audiolm_pl.training import load_stage_config
 
@@ -33,47 +37,58 @@ SPECS = {
 STAGES = ("semantic", "coarse", "fine")
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+def stage_config(stage: str, size: str, shards: str | None, overrides: list[str]):
+    data = [f"data.train_shards={shards}", f"data.val_shards={shards}"] if shards else []
+    return load_stage_config(stage, size, None, [*data, *overrides])
 
 
-def stage_setup(stage: str, size: str):
-    config = load_stage_config(stage, size)
-    layout = make_layout(stage, config, SPECS)
-    return config, layout
+def build(config, stage: str):
+    torch.manual_seed(0)
+    return registry.get_stage(stage).build(config)
 
 
-def bench_training(stage: str, size: str, batch: int, steps: int, device: torch.device, precision: str) -> None:
-    config, layout = stage_setup(stage, size)
-    length = longest_sequence(layout, SPECS, config.data.crop_seconds) - 1  # model input length
-    module = TokenLMModule(stage, config, layout, SPECS).to(device).train()
-    optimizer = module.configure_optimizers()["optimizer"]
-    inputs = torch.randint(0, layout.vocab_size, (batch, length), device=device)  # (B, T)
-    levels = torch.zeros(batch, length, dtype=torch.long, device=device)  # (B, T) loss everywhere
-    batch_dict = {"inputs": inputs, "targets": inputs.roll(-1, dims=1), "levels": levels}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def analytic_flops_per_token(module, length: int) -> float:
+    """6 N + 12 L d T (PaLM's model FLOPs, fwd + bwd): N the matmul weights (blocks + output head), attention
+    over the full T x T scores. The counter's attention backward is 2.5 forwards (SDPA recomputes the scores),
+    the analytic 2, so the two differ by 2 L d T per token."""
+    model = module.model
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))  # head included
+    c = model.config
+    return 6 * linear + 12 * c.n_layer * c.d_model * length
 
-    def step() -> None:
-        with autocast:
-            ce, _, _ = module._loss_terms(batch_dict)
-        ce.mean().backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up (allocations, kernels)
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    seconds = (time.perf_counter() - started) / steps
+def bench_training(stage: str, args, device: torch.device, peak: float) -> None:
+    """One stage: eager from shards (FLOPs counted) and from memory, and compiled from memory with --compile."""
+    config = stage_config(stage, args.size, args.shards, [f"data.batch_size={args.batch}", *args.overrides])
+    module, datamodule = build(config, stage)
+    batch = first_batch(datamodule)
+    tokens = batch["inputs"].numel()  # (B, T) model inputs per step
+    shards = measure_steps(module, datamodule, args.steps, args.warmup, device, count_flops=True)
+    module, datamodule = build(config, stage)
+    memory = measure_steps(module, OneBatch(batch, args.warmup + args.steps + 1), args.steps, args.warmup, device,
+                           count_flops=False)
+    flops = shards.flops / tokens
+    analytic = analytic_flops_per_token(module, batch["inputs"].shape[1])
     params = module.model.num_parameters() / 1e6
-    print(f"train  {stage:8s} {size:5s} params={params:7.1f}M  batch={batch} x T={length:5d}  "
-          f"{seconds * 1000:9.1f} ms/step  {batch * length / seconds:10.0f} tokens/s  "
-          f"peak_mem={peak_memory_mb(device):8.0f} MB  ({device.type}, {precision})", flush=True)
+    print(f"train  {stage:8s} {args.size:5s} params={params:6.1f}M  B x T={batch['inputs'].shape[0]} x "
+          f"{batch['inputs'].shape[1]}  FLOPs/token={flops / 1e6:8.2f} M (analytic 6N+12LdT {analytic / 1e6:.2f} M, "
+          f"x{flops / analytic:.3f})", flush=True)
+    for name, measure in (("shards", shards), ("memory", memory)):
+        achieved = shards.flops / measure.seconds
+        print(f"       {stage:8s} {name:7s} {measure.seconds * 1000:8.1f} ms/step  {tokens / measure.seconds:9.0f} tokens/s  "
+              f"{achieved / 1e9:7.2f} GFLOP/s  MFU={achieved / peak:6.1%}  peak_mem={measure.peak_memory_mb:7.0f} MB",
+              flush=True)
+    print(f"       {stage:8s} shards / memory step time = {shards.seconds / memory.seconds:.3f} "
+          f"(> 1: the data path costs that share on top of the step)", flush=True)
+    if args.compile:
+        config.model.compile = True
+        module, _ = build(config, stage)
+        compiled = measure_steps(module, OneBatch(batch, args.warmup + args.steps + 1), args.steps, args.warmup,
+                                 device, count_flops=False)
+        achieved = shards.flops / compiled.seconds
+        print(f"       {stage:8s} compiled {compiled.seconds * 1000:7.1f} ms/step  {tokens / compiled.seconds:9.0f} tokens/s  "
+              f"MFU={achieved / peak:6.1%}  eager/compiled = {memory.seconds / compiled.seconds:.2f}x  "
+              f"(first step, compiling: {compiled.first_seconds:.0f} s)", flush=True)
 
 
 def _prefix_and_rule(layout, config):
@@ -94,7 +109,8 @@ def _prefix_and_rule(layout, config):
 
 
 def bench_generation(stage: str, size: str, tokens: int, use_cache: bool, device: torch.device) -> float:
-    config, layout = stage_setup(stage, size)
+    config = load_stage_config(stage, size)
+    layout = make_layout(stage, config, SPECS)
     torch.manual_seed(0)
     model = TransformerLM(config.model, layout.vocab_size).to(device).eval()
     prefix, rule = _prefix_and_rule(layout, config)
@@ -102,7 +118,7 @@ def bench_generation(stage: str, size: str, tokens: int, use_cache: bool, device
     started = time.perf_counter()
     generate(model, prefix.to(device), tokens, SamplingConfig(temperature=1.0, top_k=50), rule,
              use_cache=use_cache, generator=generator)
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     print(f"gen    {stage:8s} {size:5s} prefix={prefix.shape[1]:4d} new={tokens:5d} window={config.model.max_seq_len:5d} "
           f"cache={'yes' if use_cache else 'no ':3s} {seconds:8.2f} s  {tokens / seconds:9.1f} tokens/s  "
@@ -110,40 +126,49 @@ def bench_generation(stage: str, size: str, tokens: int, use_cache: bool, device
     return seconds
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=["tiny", "small", "paper"])
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--gen-tokens", type=int, nargs="+", default=[250, 1000])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocation, compilation)")
+    parser.add_argument("--train-shards", default=None, help="token shards (default: the config's data.train_shards)")
+    parser.add_argument("--synthetic-shards", type=Path, default=None,
+                        help="write random token shards at the reference specs here (once) and train from them")
+    parser.add_argument("--compile", action="store_true", help="also time model.compile=true (from memory)")
+    parser.add_argument("--gen-tokens", type=int, nargs="+", default=[250])
     parser.add_argument("--gen-stages", nargs="*", default=["coarse"], choices=STAGES)
-    parser.add_argument("--paper-step", action="store_true", help="also time one training step at the paper shapes (batch 1)")
-    parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default); 1 avoids OpenMP spin on a shared CPU")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every stage, e.g. model.n_layer=6")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.shards = str(write_token_shards(args.synthetic_shards, SPECS)) if args.synthetic_shards else args.train_shards
     device = torch.device(args.device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
-    print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}", flush=True)
-    if not args.skip_train:
-        for stage in args.stages:
-            bench_training(stage, args.size, args.batch, args.steps, device, precision)
-    if args.paper_step:
-        for stage in args.stages:
-            bench_training(stage, "paper", 1, 1, device, precision)
+    print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"{'bf16-mixed' if device.type == 'cuda' else 'fp32'} training", flush=True)
+    peaks = print_peaks(device)
+    peak = peaks[torch.bfloat16] if device.type == "cuda" else peaks[torch.float32]  # the precision training runs in
+    for stage in args.stages:
+        bench_training(stage, args, device, peak)
     for stage in args.gen_stages:
         for tokens in args.gen_tokens:
             cached = bench_generation(stage, args.size, tokens, True, device)
             uncached = bench_generation(stage, args.size, tokens, False, device)
             print(f"speedup {stage:8s} {args.size:5s} new={tokens:5d}  KV cache {uncached / cached:6.1f}x faster", flush=True)
+    print_peaks(device, "after")
+
+
+def print_peaks(device: torch.device, when: str = "before") -> dict:
+    """The matmul peaks MFU is taken against, measured here (before and after: the machine may be shared)."""
+    dtypes = [torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]
+    peaks = {dtype: matmul_peak(device, dtype) for dtype in dtypes}
+    print(f"peak   {when}: " + "  ".join(f"{str(d).removeprefix('torch.')} matmul {f / 1e9:.1f} GFLOP/s"
+                                        for d, f in peaks.items()) + f"  ({device}, {torch.get_num_threads()} threads)",
+          flush=True)
+    return peaks
 
 
 if __name__ == "__main__":
