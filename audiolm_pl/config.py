@@ -19,6 +19,7 @@ Overrides stay relative to the working directory, where the user typed them.
 from __future__ import annotations
 
 import difflib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -28,7 +29,22 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
+
+
+def shipped_conf_dir() -> Path:
+    """The folder of shipped YAMLs (`codec/`, `lm/<stage>/`, `ssl/`, `trainer/`, `pipeline/`).
+
+    A built wheel or `pip install .` carries the repository's top-level `conf/` inside the package as
+    `audiolm_pl/conf` (setup.py maps it there at build time); a checkout or an editable install has no
+    such folder and reads the repository's `conf/` itself, so edits there take effect without a reinstall.
+    """
+    packaged = resources.files("audiolm_pl") / "conf"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return REPO_ROOT / "conf"
+
+
+CONF_DIR = shipped_conf_dir()
 
 
 class ConfigError(ValueError):
@@ -42,6 +58,8 @@ def resolve_config_path(group: str, name_or_path: str | Path) -> Path:
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         return path
+    if not CONF_DIR.is_dir():  # an install whose wheel was built without its package data
+        raise ConfigError(f"no shipped configs: {CONF_DIR} is missing; reinstall audiolm_pl or pass a YAML path")
     candidate = CONF_DIR / group / f"{name_or_path}.yaml"
     if not candidate.exists():
         shipped = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
