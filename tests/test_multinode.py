@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -80,14 +81,15 @@ def two_nodes(token_shards, tmp_path_factory):
     nodes = []
     for node_rank in (0, 1):
         log = open(root / f"node{node_rank}.log", "w")
+        # a session of its own: a failed run is ended with torchrun's workers, not just torchrun
         nodes.append((subprocess.Popen(node_command(node_rank, port, script, token_shards, root), env=env, cwd=root,
-                                       stdout=log, stderr=subprocess.STDOUT), log))
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log))
     try:
         codes = [process.wait(timeout=240) for process, _ in nodes]
     finally:
         for process, log in nodes:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
             log.close()
     logs = "\n".join((root / f"node{rank}.log").read_text()[-3000:] for rank in (0, 1))
     assert codes == [0, 0], logs
