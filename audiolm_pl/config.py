@@ -145,14 +145,19 @@ def _layers(sources, overrides: Sequence[str], at: dict | None) -> list[tuple[Di
 
 def _rebase_paths(layer: DictConfig, keys: Sequence[str], folder: Path) -> None:
     """Make the relative paths at `keys` of a YAML layer relative to the YAML's `folder`. A path that exists
-    only from the working directory (a YAML written before this rule) is kept as it is."""
+    only from the working directory (a YAML written before this rule) is kept as it is. A pretrained codec
+    `hf:DIR?options` is rebased on its DIR, keeping the prefix and the options."""
     for key in keys:
         value = OmegaConf.select(layer, key, default=None)
-        if not isinstance(value, str) or not value or Path(value).is_absolute():
+        if not isinstance(value, str) or not value:
             continue
-        rebased = folder / value
-        if rebased.exists() or not Path(value).exists():
-            OmegaConf.update(layer, key, str(rebased))
+        prefix = "hf:" if value.startswith("hf:") else ""
+        path, mark, options = value[len(prefix):].partition("?") if prefix else (value, "", "")
+        if Path(path).is_absolute():
+            continue
+        rebased = folder / path
+        if rebased.exists() or not Path(path).exists():
+            OmegaConf.update(layer, key, f"{prefix}{rebased}{mark}{options}")
 
 
 def _load_yaml(path: str | Path) -> DictConfig:

@@ -88,3 +88,32 @@ def get_codec(kind: str) -> CodecEntry:
     if kind not in CODECS:
         raise ValueError(f"unknown codec kind {kind!r} (model.kind); known kinds: {sorted(CODECS)}")
     return CODECS[kind]
+
+
+@dataclass(frozen=True)
+class PretrainedCodecEntry:
+    """A transformers codec class that `hf:DIR` wraps as an `AcousticCodec` (codec/hf.py), by the folder's
+    config.json `model_type`."""
+
+    model_type: str
+    transformers_class: str  # the class `AutoModel` builds from that folder
+    level_option: str  # how `hf:DIR?...` chooses the RVQ levels kept
+
+
+PRETRAINED_CODECS: dict[str, PretrainedCodecEntry] = {
+    entry.model_type: entry
+    for entry in (
+        # the 24 kHz mono model only: the chunked 48 kHz one keeps a scale per chunk beside its codes
+        PretrainedCodecEntry("encodec", "EncodecModel", "num_quantizers or bandwidth (kbps, in target_bandwidths)"),
+        PretrainedCodecEntry("dac", "DacModel", "num_quantizers (of n_codebooks)"),
+        PretrainedCodecEntry("mimi", "MimiModel", "num_quantizers (at least num_semantic_quantizers)"),
+        PretrainedCodecEntry("xcodec", "XcodecModel", "num_quantizers or bandwidth (kbps, in target_bandwidths)"),
+    )
+}
+
+
+def get_pretrained_codec(model_type: str, where: str) -> PretrainedCodecEntry:
+    if model_type not in PRETRAINED_CODECS:
+        raise ValueError(f"{where}: model_type {model_type!r} is not a supported pretrained codec; "
+                         f"supported: {sorted(PRETRAINED_CODECS)}")
+    return PRETRAINED_CODECS[model_type]

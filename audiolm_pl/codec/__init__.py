@@ -1,7 +1,8 @@
 """The codec stage: acoustic tokens at 50 Hz. Two classes behind one `AcousticCodec` contract, chosen
 by `model.kind` in the config (`registry.CODECS`): SoundStream (the paper's, time-domain, GAN) and a
 frame-domain codec (ConvNeXt at the frame rate + inverse STFT + residual FSQ) that learns on a CPU. Both are
-`QuantizedCodec`s (base.py): encoder -> quantizer -> decoder, the contract's plumbing written once."""
+`QuantizedCodec`s (base.py): encoder -> quantizer -> decoder, the contract's plumbing written once. Pretrained
+transformers codecs (EnCodec, DAC, Mimi, X-Codec) plug in wherever a codec is named as `hf:DIR` (hf.py)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,35 @@ import torch
 from audiolm_pl.codec.base import CodecOutput, QuantizedCodec
 from audiolm_pl.codec.frame_model import FrameCodec, FrameCodecConfig
 from audiolm_pl.codec.fsq import FSQConfig
+from audiolm_pl.codec.hf import is_hf_codec
 from audiolm_pl.codec.model import SoundStream, SoundStreamConfig
 from audiolm_pl.codec.quantizer import QuantizerConfig
 from audiolm_pl.tokens import AcousticCodec
 
 __all__ = ["CodecOutput", "FSQConfig", "FrameCodec", "FrameCodecConfig", "QuantizedCodec", "QuantizerConfig", "SoundStream",
-           "SoundStreamConfig", "load_codec"]
+           "SoundStreamConfig", "codec_hash", "is_hf_codec", "load_codec"]
+
+
+def codec_hash(name: str | Path) -> str:
+    """The `codec_hash` token shards record: the checkpoint file's sha256, or for `hf:DIR` that of the
+    folder's config.json and safetensors weights."""
+    if is_hf_codec(name):
+        from audiolm_pl.codec.hf import folder_hash, parse_hf_codec
+
+        return folder_hash(parse_hf_codec(name).path)
+    from audiolm_pl.checkpoint import file_hash
+
+    return file_hash(name)
 
 
 def load_codec(path: str | Path, device: str | torch.device = "cpu") -> AcousticCodec:
     """A codec checkpoint (or run directory) -> its codec class in eval mode, with the EMA generator
-    weights when the checkpoint has them. Weights-only loading: no code runs from the file."""
+    weights when the checkpoint has them. Weights-only loading: no code runs from the file.
+    `hf:DIR[?options]` names a pretrained transformers codec folder instead (codec/hf.py)."""
+    if is_hf_codec(path):
+        from audiolm_pl.codec.hf import load_hf_codec
+
+        return load_hf_codec(path, device)
     from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_state_dict
     from audiolm_pl.codec.lightning import CodecRunConfig, build_codec
     from audiolm_pl.config import from_dict

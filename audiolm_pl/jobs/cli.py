@@ -60,7 +60,8 @@ def _add_tokenize(subparsers) -> None:
         description="Audio shards -> token shards (semantic.npy, acoustic.npy, json) + manifest.json. "
         "Resumable: finished shards are skipped. Refuses an output directory made by other checkpoints.",
     )
-    parser.add_argument("--codec", required=True, help="codec checkpoint or run directory (audiolm-pl train codec)")
+    parser.add_argument("--codec", required=True, help="codec checkpoint or run directory (audiolm-pl train codec), "
+                        "or hf:DIR[?num_quantizers=N] for a pretrained transformers codec folder (docs/codec.md)")
     parser.add_argument("--semantic", required=True, help="semantic tokenizer file (audiolm-pl semantic kmeans)")
     parser.add_argument("in_shards", help="audio shard directory, brace pattern or glob")
     parser.add_argument("out_shards", help="output directory for tokens-%%06d.tar + manifest.json")
@@ -75,7 +76,7 @@ def tokenize_with_checkpoints(codec: str | Path, semantic: str | Path, in_shards
     that `codec` and `semantic` name; `trainer` is a preset under conf/trainer/ or a YAML path. Returns
     `TokenizeReport` (jobs/tokenize_shards.py)."""
     from audiolm_pl.checkpoint import file_hash, resolve_checkpoint_path
-    from audiolm_pl.codec import load_codec
+    from audiolm_pl.codec import codec_hash, is_hf_codec, load_codec
     from audiolm_pl.config import load_config, resolve_config_path
     from audiolm_pl.jobs.tokenize_shards import tokenize_shards
     from audiolm_pl.semantic import load_tokenizer
@@ -84,13 +85,13 @@ def tokenize_with_checkpoints(codec: str | Path, semantic: str | Path, in_shards
     preset = load_config(TrainerConfig, resolve_config_path("trainer", trainer))
     trainer_kwargs = {"accelerator": preset.accelerator, "devices": preset.devices, "num_nodes": preset.num_nodes,
                       "strategy": preset.strategy, "precision": "32-true"}  # codes must not depend on bf16 rounding
-    codec_path = resolve_checkpoint_path(codec)
+    codec_path = codec if is_hf_codec(codec) else resolve_checkpoint_path(codec)
     return tokenize_shards(
         load_codec(codec_path),
         load_tokenizer(semantic),
         str(in_shards),
         str(out_shards),
-        codec_hash=file_hash(codec_path),
+        codec_hash=codec_hash(codec_path),
         semantic_hash=file_hash(semantic),
         batch_size=batch_size,
         trainer_kwargs=trainer_kwargs,
