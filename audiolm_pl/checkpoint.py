@@ -175,6 +175,10 @@ def unreadable_reason(path: str | Path) -> str | None:
 
 
 def load_stage_checkpoint(path: str | Path, expected_stage: str | None = None) -> StageCheckpoint:
+    from audiolm_pl.pretrained import is_pretrained_folder, read_stage_folder
+
+    if is_pretrained_folder(path):  # a save_pretrained folder (JSON + safetensors, pretrained.py) reads the same
+        return read_stage_folder(path, expected_stage)
     path = resolve_checkpoint_path(path)
     raw = load_raw(path)
     hparams = raw.get("hyper_parameters") or {}

@@ -5,8 +5,9 @@
     result = model.generate_acoustics(wav=source)               # same words, new voice
     result = model.generate_unconditional(seconds=5, num_samples=2)
 
-Built from a pipeline YAML naming one checkpoint (or run directory) per stage, or from
-objects. Every TokenSpec is checked when it is built: a stage trained on other tokens is
+Built from a pipeline YAML naming one checkpoint (or run directory, or save_pretrained folder) per
+stage, or from objects; `save_pretrained(folder)` writes all five stages into one folder (safetensors + JSON
+and a `pipeline.yaml`, audiolm_pl/pretrained.py) that `AudioLM.from_pretrained(folder)` loads. Every TokenSpec is checked when it is built: a stage trained on other tokens is
 refused with a message that names both sides. So is a codec or semantic tokenizer whose
 `identity()` differs from the one that made an LM's training tokens (same spec, other ids),
 unless `allow_producer_swap` is set. Swapping a stage = editing one path; paths in a
@@ -31,7 +32,7 @@ from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import dedup_consecutive
 from audiolm_pl.lm.sampling import stage_progress
-from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch
+from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch, require_same_spec
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ class PipelineConfig:
     # in a YAML file, relative paths are relative to its folder (config.py)
     FILE_RELATIVE_PATHS: ClassVar[tuple[str, ...]] = ("codec", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm")
 
-    codec: str = "outputs/main/runs/codec"  # codec checkpoint or run directory
-    semantic_tokenizer: str = "outputs/main/semantic/tokenizer.safetensors"
+    codec: str = "outputs/main/runs/codec"  # codec checkpoint, run directory or save_pretrained folder (each stage)
+    semantic_tokenizer: str = "outputs/main/semantic/tokenizer.safetensors"  # the file, or its exported folder
     semantic_lm: str = "outputs/main/runs/semantic"
     coarse_lm: str = "outputs/main/runs/coarse"
     fine_lm: str = "outputs/main/runs/fine"
@@ -93,7 +94,7 @@ class AudioLM(nn.Module):
     def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: LoadedLM,
                  coarse_lm: LoadedLM, fine_lm: LoadedLM, sampling: Optional[PipelineSampling] = None,
                  names: Optional[dict[str, str]] = None, allow_producer_swap: bool = False,
-                 dedup_density: float = 0.6):
+                 dedup_density: float = 0.6, prompt_seconds: float = 3.0):
         super().__init__()
         if not 0 < dedup_density <= 1:
             raise ValueError(f"dedup_density must be in (0, 1] (ids per semantic frame after deduplication); "
@@ -106,6 +107,7 @@ class AudioLM(nn.Module):
         self.names = {"codec": "codec", "semantic_tokenizer": "semantic tokenizer", **(names or {})}
         self.allow_producer_swap = allow_producer_swap
         self.dedup_density = dedup_density
+        self.prompt_seconds = prompt_seconds  # what the CLI keeps of a prompt file; kept by save_pretrained
         self.check_specs()
         self.check_producers()
 
@@ -115,6 +117,7 @@ class AudioLM(nn.Module):
         if not isinstance(config, PipelineConfig):
             config = load_config(PipelineConfig, config, overrides=overrides)
         from audiolm_pl.codec import load_codec
+        from audiolm_pl.pretrained import tokenizer_file
         from audiolm_pl.semantic import load_tokenizer
 
         names = {
@@ -123,7 +126,7 @@ class AudioLM(nn.Module):
         }
         model = cls(
             load_codec(config.codec),
-            load_tokenizer(config.semantic_tokenizer),
+            load_tokenizer(tokenizer_file(config.semantic_tokenizer)),
             load_lm(config.semantic_lm, expected_stage="semantic"),
             load_lm(config.coarse_lm, expected_stage="coarse"),
             load_lm(config.fine_lm, expected_stage="fine"),
@@ -131,8 +134,49 @@ class AudioLM(nn.Module):
             names=names,
             allow_producer_swap=config.allow_producer_swap,
             dedup_density=config.dedup_density,
+            prompt_seconds=config.prompt_seconds,
         )
         return model.to(config.device)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, overrides: tuple[str, ...] = ()) -> "AudioLM":
+        """A folder written by `save_pretrained` -> the model, every stage's TokenSpec checked against the others
+        (as `from_config`) and against the ones the folder states. `overrides` as for its pipeline.yaml
+        (`("device=cuda",)`)."""
+        from audiolm_pl.pretrained import METADATA, read_metadata, stored_specs
+
+        folder = Path(folder)
+        metadata = read_metadata(folder, expected_stage="pipeline")
+        model = cls.from_config(folder / metadata["config"], overrides=overrides)
+        stated = stored_specs(metadata, folder)
+        producers = {"semantic": (model.semantic_tokenizer, model.names["semantic_tokenizer"]),
+                     "acoustic": (model.codec, model.names["codec"])}
+        for role, spec in stated.items():
+            producer, name = producers[role]
+            require_same_spec(spec, producer.token_spec, consumer=f"pipeline folder {folder} ({METADATA})", producer=name)
+        return model
+
+    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """All five stages into one folder: `codec/`, `semantic_tokenizer/` (its feature model inside),
+        `semantic_lm/`, `coarse_lm/`, `fine_lm/` (see audiolm_pl/pretrained.py), a `pipeline.yaml` naming them
+        with this model's sampling overrides and settings, and `audiolm_pl.json` with both TokenSpecs. Weights
+        only (safetensors); written whole or not at all. Returns the folder."""
+        from audiolm_pl.config import save_yaml
+        from audiolm_pl.pretrained import save_pretrained, write_metadata, writing_folder
+
+        stages = {"codec": self.codec, "semantic_tokenizer": self.semantic_tokenizer, "semantic_lm": self.semantic_lm,
+                  "coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm}
+        with writing_folder(folder, overwrite) as temporary:
+            for name, stage in stages.items():
+                save_pretrained(stage, temporary / name)
+            config = PipelineConfig(**{name: name for name in stages}, sampling=self.sampling,
+                                    prompt_seconds=self.prompt_seconds, dedup_density=self.dedup_density,
+                                    device="cpu", allow_producer_swap=self.allow_producer_swap)
+            save_yaml(config, temporary / "pipeline.yaml")
+            write_metadata(temporary, "pipeline", {"semantic": self.semantic_tokenizer.token_spec,
+                                                   "acoustic": self.codec.token_spec},
+                           config="pipeline.yaml")
+        return Path(folder)
 
     def check_specs(self) -> None:
         """Refuse stages that were trained on other tokens than these producers make."""

@@ -1,5 +1,6 @@
 """`audiolm-pl generate`: run the composite AudioLM from a pipeline YAML and write wavs + spectrograms
-(`inference.generate.generate_files`).
+(`inference.generate.generate_files`). `audiolm-pl export`: the pipeline's five stages as one folder
+(`AudioLM.save_pretrained`) that `AudioLM.from_pretrained` loads.
 
 Arguments are checked before any model loads (a bad `--seconds`, a missing prompt or an `--out` that cannot be
 written is one line and exit code 2, never a traceback after minutes of work), and each wav is written under a
@@ -34,6 +35,30 @@ def add_commands(subparsers) -> None:
                         help=f"allow --seconds above {LONGEST_SECONDS:.0f} (minutes of CPU/GPU time; a progress bar per stage)")
     parser.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. sampling.coarse.temperature=0.9")
     parser.set_defaults(func=_run)
+    _add_export(subparsers)
+
+
+def _add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a pipeline's five stages as one folder that AudioLM.from_pretrained loads",
+        description="Weights as safetensors, settings as JSON, a pipeline.yaml naming the stage folders (docs/inference.md).",
+    )
+    parser.add_argument("--pipeline", required=True, help="pipeline YAML naming a checkpoint per stage (<workdir>/pipeline.yaml)")
+    parser.add_argument("out", type=Path, help="folder to write (new or empty; an earlier export with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    parser.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. sampling.coarse.temperature=0.9")
+    parser.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from audiolm_pl.inference.audiolm import AudioLM
+    from audiolm_pl.pretrained import check_target
+
+    check_target(args.out, args.overwrite)  # before minutes of loading
+    model = AudioLM.from_config(args.pipeline, overrides=tuple(args.overrides))
+    folder = model.save_pretrained(args.out, overwrite=args.overwrite)
+    print(f"wrote {folder}: load it with AudioLM.from_pretrained({str(folder)!r})")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

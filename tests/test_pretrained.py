@@ -1,0 +1,161 @@
+"""Stages and whole pipelines as folders (audiolm_pl/pretrained.py, `AudioLM.save_pretrained` /
+`from_pretrained`, `audiolm-pl export`): what comes back generates what went in, the SSL folder is a real
+transformers directory, a hand-edited TokenSpec is refused, and nothing in a folder is a pickle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import synthetic_voice
+
+from audiolm_pl.pretrained import from_pretrained, save_pretrained
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """Untrained tiny stages (no training needed to compare outputs): our SSL model saved as a folder and used
+    as the semantic tokenizer's feature source, the tiny codec, three tiny LMs built on their specs; the
+    `AudioLM` they make and its exported folder, moved after writing (nothing may point outside it)."""
+    from audiolm_pl.codec.lightning import build_codec
+    from audiolm_pl.inference.audiolm import AudioLM, PipelineSampling, SamplingOverride
+    from audiolm_pl.lm import LoadedLM, TransformerLM
+    from audiolm_pl.lm.stages import make_layout
+    from audiolm_pl.semantic import FeatureSource, FramePipeline, KMeansConfig, fit_tokenizer
+    from audiolm_pl.semantic.ssl_model import SSLModel, SSLModelConfig
+    from audiolm_pl.training import load_stage_config
+
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    ssl = SSLModel(SSLModelConfig(num_targets=8)).eval()
+    ssl_folder = save_pretrained(ssl, root / "ssl")
+    voices = [torch.from_numpy(synthetic_voice(f0, 1.0, 16000, seed=s)) for s, f0 in enumerate((120.0, 180.0, 230.0))]
+    frames = FramePipeline(FeatureSource(kind="ssl", path=str(ssl_folder), layer=1), 25.0)
+    tokenizer = fit_tokenizer(frames, voices, KMeansConfig(num_clusters=8, batch_size=64, epochs=2))
+    codec = build_codec(load_stage_config("codec", "tiny").model).eval()
+    with torch.no_grad():
+        codec.encode(voices[0][None])  # the quantizer's data-dependent init
+    specs = {"semantic": tokenizer.token_spec, "acoustic": codec.token_spec}
+    producers = {"semantic": tokenizer.identity(), "acoustic": codec.identity()}
+    lms = {}
+    for stage in ("semantic", "coarse", "fine"):
+        run_config = load_stage_config(stage, "tiny")
+        layout = make_layout(stage, run_config, specs)
+        model = TransformerLM(run_config.model, layout.vocab_size, layout.condition_vocab).eval()
+        lms[stage] = LoadedLM(stage, model, layout, specs, run_config.sampling, run_config.data.crop_seconds,
+                              Path(f"<{stage} LM>"), producers)
+    model = AudioLM(codec, tokenizer, lms["semantic"], lms["coarse"], lms["fine"],
+                    sampling=PipelineSampling(coarse=SamplingOverride(top_k=5)), dedup_density=0.5, prompt_seconds=1.5)
+    model.save_pretrained(root / "written")
+    folder = (root / "written").rename(root / "moved")
+    return SimpleNamespace(model=model, ssl=ssl, ssl_folder=ssl_folder, folder=folder, voices=voices)
+
+
+def test_pipeline_folder_generates_what_the_model_did(stages):
+    from audiolm_pl.inference.audiolm import AudioLM
+
+    reloaded = AudioLM.from_pretrained(stages.folder)
+    assert reloaded.codec.identity() == stages.model.codec.identity()
+    assert reloaded.semantic_tokenizer.identity() == stages.model.semantic_tokenizer.identity()
+    assert reloaded.semantic_tokenizer.source.kind == "ssl"  # read from the folder's own features/
+    for stage in ("semantic", "coarse", "fine"):
+        assert reloaded.stage_sampling(stage) == stages.model.stage_sampling(stage)
+    assert (reloaded.prompt_seconds, reloaded.dedup_density) == (1.5, 0.5)
+    prompt = stages.voices[1][:9600]  # 0.6 s
+    first, again = (model.continue_audio(prompt, 0.4, seed=3) for model in (stages.model, reloaded))
+    assert torch.equal(first.semantic_ids, again.semantic_ids) and torch.equal(first.codes, again.codes)
+    torch.testing.assert_close(first.wav, again.wav)
+    other_seed = reloaded.continue_audio(prompt, 0.4, seed=4)
+    assert not torch.equal(other_seed.codes, again.codes)  # the comparison can tell outputs apart
+
+
+def test_folders_hold_no_pickle(stages):
+    files = [path for path in stages.folder.rglob("*") if path.is_file()]
+    assert {path.suffix for path in files} == {".json", ".safetensors", ".yaml"}
+    for path in files:
+        head = path.read_bytes()[:2]
+        assert head[:1] != b"\x80" and head != b"PK", path  # a pickle stream, a torch.save zip
+    names = {str(path.relative_to(stages.folder)) for path in files}
+    assert {"pipeline.yaml", "codec/model.safetensors", "semantic_tokenizer/tokenizer.safetensors",
+            "semantic_tokenizer/features/config.json", "fine_lm/model.safetensors"} <= names
+
+
+def test_ssl_folder_is_a_transformers_directory(stages):
+    from transformers import AutoModel
+
+    from audiolm_pl.semantic.features import FeatureSource, SSLLayerFeatures, build_features
+
+    for folder in (stages.ssl_folder, stages.folder / "semantic_tokenizer" / "features"):
+        assert type(AutoModel.from_pretrained(folder, local_files_only=True)).__name__ == "HubertModel"
+    wav = stages.voices[2][None]  # (1, T)
+    ours = SSLLayerFeatures(stages.ssl_folder, layer=1)(wav)  # (1, T_f, D)
+    theirs = build_features(FeatureSource(kind="hf", path=str(stages.ssl_folder), layer=1))(wav)
+    # the same up to how the two normalise the clip (biased / unbiased std, epsilon), which LayerNorm absorbs
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(ours[:, :-1], ours[:, 1:], atol=1e-3)  # frames differ: a real comparison
+    reloaded = from_pretrained(stages.ssl_folder)
+    original = stages.ssl.state_dict()
+    assert reloaded.state_dict().keys() == original.keys()
+    assert all(torch.equal(value, original[name]) for name, value in reloaded.state_dict().items())
+
+
+def _edit(folder: Path, change) -> None:
+    metadata = json.loads((folder / "audiolm_pl.json").read_text())
+    change(metadata["token_specs"])
+    (folder / "audiolm_pl.json").write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize("stage, change, words", [
+    ("coarse_lm", lambda specs: specs["acoustic"].update(vocab_size=specs["acoustic"]["vocab_size"] + 1),
+     "layout.codebook_size"),
+    ("codec", lambda specs: specs["acoustic"].update(num_quantizers=1), "codec checkpoint"),
+    (".", lambda specs: specs["semantic"].update(frame_rate=50.0), "pipeline folder"),
+])
+def test_a_tampered_token_spec_is_refused(stages, tmp_path, stage, change, words):
+    from audiolm_pl.inference.audiolm import AudioLM
+
+    folder = Path(shutil.copytree(stages.folder, tmp_path / "copy"))
+    _edit(folder / stage, change)
+    with pytest.raises(ValueError) as err:  # CheckpointError / TokenSpecMismatch: exit code 2 from the CLI
+        AudioLM.from_pretrained(folder)
+    assert words in str(err.value) and str(folder) in str(err.value)
+
+
+def test_stage_folders_load_where_checkpoints_do(stages, tmp_path):
+    from audiolm_pl.codec import load_codec
+    from audiolm_pl.lm import load_lm
+
+    codec = load_codec(stages.folder / "codec")
+    wav = stages.voices[0][None]
+    assert torch.equal(codec.encode(wav), stages.model.codec.encode(wav))
+    fine = load_lm(stages.folder / "fine_lm", expected_stage="fine")
+    assert fine.layout == stages.model.fine_lm.layout and fine.producers == stages.model.fine_lm.producers
+    tokenizer = from_pretrained(stages.folder / "semantic_tokenizer")
+    assert torch.equal(tokenizer.encode(wav), stages.model.semantic_tokenizer.encode(wav))
+    with pytest.raises(ValueError, match="expected a 'coarse' stage"):
+        load_lm(stages.folder / "fine_lm", expected_stage="coarse")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        save_pretrained(codec, stages.folder / "fine_lm")
+
+
+def test_export_command_writes_the_main_jobs_pipeline(tiny_run, tmp_path):
+    import soundfile
+
+    from audiolm_pl.cli import main
+    from audiolm_pl.inference.audiolm import AudioLM
+
+    pipeline, out = tiny_run.root / "pipeline.yaml", tmp_path / "export"
+    assert main(["export", "--pipeline", str(pipeline), str(out)]) == 0
+    assert main(["export", "--pipeline", str(pipeline), str(out)]) == 2  # not over an earlier export...
+    assert main(["export", "--pipeline", str(pipeline), str(out), "--overwrite"]) == 0  # ...unless asked
+    wav, _ = soundfile.read(next((tiny_run.root / "generated" / "prompts").glob("*.wav")), dtype="float32")
+    prompt = torch.from_numpy(wav[:8000])
+    first, again = (model.continue_audio(prompt, 0.5, seed=5)
+                    for model in (AudioLM.from_config(pipeline), AudioLM.from_pretrained(out)))
+    assert torch.equal(first.codes, again.codes)
+    torch.testing.assert_close(first.wav, again.wav)
