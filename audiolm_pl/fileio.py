@@ -21,17 +21,53 @@ def temporary_path(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write to; it becomes `path` only when the block ends without
-    an error, and is removed otherwise. Writers that pick a format by suffix must be told it (the name ends .tmp)."""
+    an error, and is removed otherwise. Writers that pick a format by suffix must be told it (the name ends .tmp).
+    `durable`: flush the file to disk before the rename and the rename after it, so that a machine that goes down
+    (not only a killed process) keeps either the old file or the whole new one (checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         tmp.replace(path)
+        if durable:
+            _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') writes to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def stale_temporaries(directory: Path, pattern: str = "*") -> list[Path]:
+    """The temporaries of `atomic_output` in `directory` (names matching `pattern`) whose writer is no longer
+    alive: what a killed writer leaves behind."""
+    stale = []
+    for tmp in Path(directory).glob(f".{pattern}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.append(tmp)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

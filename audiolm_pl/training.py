@@ -3,8 +3,10 @@
 Each stage module (see `registry.STAGES`) provides a run-config dataclass with a
 `trainer: TrainerConfig` field and a `build(config) -> (LightningModule, LightningDataModule)`
 function. `train_stage` turns that into a run directory holding TensorBoard logs,
-`checkpoints/last.ckpt` (resumed exactly on a rerun; the newest readable `step*.ckpt` when it is
-torn), and the resolved `config.yaml`, locked against a second training (run_directory.py).
+`checkpoints/last.ckpt` (resumed exactly on a rerun, random state included; the newest readable `step*.ckpt`
+when it is torn), and the resolved `config.yaml`, locked against a second training (run_directory.py).
+Checkpoints are written every `checkpoint_every_n_steps` and every `checkpoint_every_minutes`, each file whole or
+not at all (resumable.py).
 `fit_stage` does the same and also returns the run's final figures (`TrainResult`), so a job
 reads them from the call rather than back from the TensorBoard logs.
 """
@@ -41,7 +43,8 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     accumulate_grad_batches: int = 1
     gradient_clip_val: Optional[float] = 1.0  # ignored by manual-optimisation stages
-    checkpoint_every_n_steps: int = 200
+    checkpoint_every_n_steps: int = 200  # step*.ckpt (kept) and last.ckpt; 0: none
+    checkpoint_every_minutes: Optional[float] = None  # also last.ckpt after this many minutes of training; null: off
     fast_dev_run: bool = False
     enable_progress_bar: bool = True
     deterministic: bool = False
@@ -54,6 +57,9 @@ class TrainerConfig:
         # Lightning's -1 ("no limit") has no place here: the learning-rate schedule decays over max_steps
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"trainer.max_steps must be a positive number of optimizer steps; got {self.max_steps}")
+        if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:
+            raise ValueError("trainer.checkpoint_every_minutes must be a positive number of minutes, or null for no "
+                             f"checkpoints on the clock; got {self.checkpoint_every_minutes}")
 
 
 @dataclass
@@ -118,23 +124,39 @@ def _devices_per_node(tc: TrainerConfig) -> int:
                      f"(\"auto\" counts the GPUs of accelerator gpu, and found none)")
 
 
-def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: bool = False):
-    """A `lightning.Trainer` with TensorBoard logging and `last.ckpt` checkpointing."""
-    import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
+def checkpoint_callbacks(tc: TrainerConfig, folder: Path) -> list:
+    """`step*.ckpt` and `last.ckpt` every `checkpoint_every_n_steps`, `last.ckpt` every `checkpoint_every_minutes`
+    too, and the random state inside each. Both write one `last.ckpt`: Lightning's version counter, which would
+    have the second writer make `last-v1.ckpt` beside the first's, is off."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from audiolm_pl.data.stream import BadSampleProgress
+    from audiolm_pl.resumable import RandomStateCheckpoint, TimedCheckpoint
 
-    tc = trainer_config
-    checkpoint = ModelCheckpoint(
-        dirpath=directory / "checkpoints",
+    every_steps = ModelCheckpoint(
+        dirpath=folder,
         filename="step{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=tc.checkpoint_every_n_steps,
         save_last=True,
         save_top_k=-1 if tc.checkpoint_every_n_steps else 0,
+        enable_version_counter=False,
     )
+    callbacks = [every_steps, RandomStateCheckpoint()]
+    if tc.checkpoint_every_minutes is not None:
+        callbacks.append(TimedCheckpoint(folder / "last.ckpt", tc.checkpoint_every_minutes))
+    return callbacks
+
+
+def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: bool = False):
+    """A `lightning.Trainer` with TensorBoard logging and checkpoints written whole or not at all."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from audiolm_pl.data.stream import BadSampleProgress
+    from audiolm_pl.resumable import AtomicCheckpointIO
+
+    tc = trainer_config
     logger = TensorBoardLogger(save_dir=str(directory), name="tb", version="")
     return L.Trainer(
         accelerator=tc.accelerator,
@@ -153,7 +175,9 @@ def build_trainer(trainer_config: TrainerConfig, directory: Path, manual_clip: b
         fast_dev_run=tc.fast_dev_run,
         enable_progress_bar=tc.enable_progress_bar,
         deterministic=tc.deterministic,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), BadSampleProgress()],
+        callbacks=[*checkpoint_callbacks(tc, directory / "checkpoints"), LearningRateMonitor(logging_interval="step"),
+                   BadSampleProgress()],
+        plugins=[AtomicCheckpointIO()],
         logger=logger,
         default_root_dir=str(directory),
     )
@@ -202,11 +226,14 @@ def fit_stage(stage: str, run_config: Any) -> TrainResult:
 
 def _fit(stage: str, spec, run_config: Any, directory: Path) -> tuple[int, dict[str, float]]:
     """Fit, save `last.ckpt`, validate once more; returns (logged step, last value of every logged metric)."""
+    from audiolm_pl.resumable import remove_stale_temporaries
+
     tc: TrainerConfig = run_config.trainer
     config_lib.save_yaml(run_config, directory / "config.yaml")
     module, datamodule = spec.build(run_config)
     trainer = build_trainer(tc, directory, manual_clip=not module.automatic_optimization)
     last = directory / "checkpoints" / "last.ckpt"
+    remove_stale_temporaries(last.parent)  # what a killed run left half-written (no rank of this one has saved yet)
     resume_from = resume_checkpoint(directory) if (tc.resume and not tc.fast_dev_run) else None
     ckpt_path = str(resume_from) if resume_from else None
     if resume_from:

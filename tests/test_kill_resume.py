@@ -1,0 +1,82 @@
+"""Kill -9 and resume: a training run (the real `audiolm-pl train` command, a subprocess) is SIGKILLed after a
+step checkpoint, in the middle of an epoch, while it trains on; the same command started again resumes from
+`last.ckpt` and ends with the weights and optimiser state, bit for bit, of a run that was never interrupted.
+Once on one process and once under DDP over 2 CPU processes (`--trainer ddp_cpu`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+STEPS = 60  # a multiple of CHECKPOINT_EVERY: a ddp_spawn run keeps its last weights only in a step checkpoint
+CHECKPOINT_EVERY = 5
+BATCHES_PER_EPOCH = 12  # data.samples_per_epoch / data.batch_size: the kill lands inside an epoch
+KILL_AFTER = 15  # the step checkpoint to wait for: epoch 1, batch 3
+
+
+def train_command(shards, output_dir: Path, run_name: str, trainer: str) -> list[str]:
+    """The command a user types; dropout on, so the resumed run must also restore the random state."""
+    return [sys.executable, "-m", "audiolm_pl", "train", "semantic", "--config", "tiny", "--trainer", trainer,
+            f"data.train_shards={shards.train}", f"data.val_shards={shards.val}", "data.batch_size=2",
+            f"data.samples_per_epoch={2 * BATCHES_PER_EPOCH}", "model.dropout=0.1", f"trainer.max_steps={STEPS}",
+            f"trainer.checkpoint_every_n_steps={CHECKPOINT_EVERY}", "trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false", f"trainer.output_dir={output_dir}", f"trainer.run_name={run_name}"]
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    # a session of its own, so the kill reaches every process of the run (ddp_spawn's workers too)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, log: Path) -> None:
+    assert process.wait(timeout=300) == 0, log.read_text()[-4000:]
+
+
+def kill_after_checkpoint(process: subprocess.Popen, checkpoint: Path, log: Path) -> None:
+    """SIGKILL the whole run as soon as `checkpoint` exists; fails if the run ended before that."""
+    while not checkpoint.exists():
+        assert process.poll() is None, f"the run ended before writing {checkpoint.name}:\n{log.read_text()[-4000:]}"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL  # killed while it trained on, not finished
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(resumed: dict, straight: dict) -> None:
+    assert resumed["global_step"] == straight["global_step"] == STEPS
+    assert resumed["state_dict"].keys() == straight["state_dict"].keys()
+    for name, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+    (resumed_optimizer,), (straight_optimizer,) = resumed["optimizer_states"], straight["optimizer_states"]
+    for index, moments in straight_optimizer["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(resumed_optimizer["state"][index][key], value), (index, key)
+    assert resumed["lr_schedulers"] == straight["lr_schedulers"]
+
+
+@pytest.mark.parametrize("trainer", ["cpu", pytest.param("ddp_cpu", marks=pytest.mark.slow)])  # ddp: ~60-120 s
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(token_shards, tmp_path, trainer):
+    straight = start(train_command(token_shards, tmp_path, "straight", trainer), tmp_path / "straight.log")
+    killed_log, resumed_log = tmp_path / "killed.log", tmp_path / "resumed.log"
+    command = train_command(token_shards, tmp_path, "killed", trainer)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    kill_after_checkpoint(start(command, killed_log), checkpoints / f"step{KILL_AFTER:07d}.ckpt", killed_log)
+    # readable, and at the step file's step or the one before: a checkpoint step writes step*.ckpt, then last.ckpt,
+    # and the kill may land between the two or inside either write
+    at_kill = load(checkpoints / "last.ckpt")["global_step"]
+    assert at_kill in (KILL_AFTER - CHECKPOINT_EVERY, KILL_AFTER) and at_kill % BATCHES_PER_EPOCH  # inside an epoch
+    finish(start(command, resumed_log), resumed_log)
+    finish(straight, tmp_path / "straight.log")
+    assert f"resuming semantic from {checkpoints / 'last.ckpt'}" in resumed_log.read_text()
+    assert_same_training_state(load(checkpoints / "last.ckpt"), load(tmp_path / "straight" / "checkpoints" / "last.ckpt"))
