@@ -1,9 +1,10 @@
-"""`audiolm-pl semantic kmeans | encode | measure`: make, use and score semantic tokenizers.
+"""`audiolm-pl semantic kmeans | import-centroids | encode | measure`: make, use and score semantic tokenizers.
 
     audiolm-pl semantic kmeans --source mfcc --shards shards/speech/train --clusters 100 --frame-rate 50 --out runs/semantic/mfcc_v0.safetensors
     audiolm-pl semantic kmeans --source ssl:runs/ssl_tiny --layer 2 --shards shards/speech/train --clusters 100 --out runs/semantic/ssl_v1.safetensors
     audiolm-pl semantic kmeans --source hf:/models/hubert-base --layer 6 --clusters 1024 ...
     audiolm-pl semantic kmeans --source whisper --shards shards/speech/train --clusters 256 --out runs/semantic/whisper.safetensors
+    audiolm-pl semantic import-centroids km500.npy --source hf:/models/hubert-base --layer 9 runs/semantic/hubert_km500.safetensors
     audiolm-pl semantic encode runs/semantic/ssl_v1.safetensors speech.wav
     audiolm-pl semantic measure runs/semantic/mfcc_v0.safetensors runs/semantic/ssl_v1.safetensors --shards shards/speech/val
 
@@ -72,6 +73,21 @@ def add_commands(subparsers) -> None:
     kmeans.add_argument("--seed", type=int, default=0)
     kmeans.add_argument("--out", required=True, help="tokenizer file to write (.safetensors)")
     kmeans.set_defaults(func=run_kmeans)
+
+    imported = commands.add_parser(
+        "import-centroids", help="a tokenizer file from k-means centroids fitted elsewhere (.npy / .npz, not pickles)",
+        description="Centroids (K, D) fitted on the raw features of --source (e.g. a HuBERT layer's k-means) -> our "
+                    "tokenizer file: each frame gets its nearest centroid, with no normalisation, as they were fitted.")
+    imported.add_argument("centroids", help=".npy array (K, D), or .npz holding one (centroids / cluster_centers_); "
+                          "pickled .bin/.pkl/.joblib files are refused")
+    imported.add_argument("out", help="tokenizer file to write (.safetensors)")
+    imported.add_argument("--source", required=True, help="hf:MODEL_DIR | ssl:CHECKPOINT | mfcc | logmel | whisper[:CT2_DIR]")
+    imported.add_argument("--layer", type=int, default=6, help="hidden_states index the centroids were fitted on (hf / ssl)")
+    imported.add_argument("--frame-rate", type=float, default=None,
+                          help="token rate (default: the features' native rate, e.g. HuBERT's 50 Hz; a lower one "
+                               "averages frames before assigning, which the imported centroids did not see)")
+    imported.add_argument("--sample-rate", type=int, default=16000)
+    imported.set_defaults(func=run_import_centroids)
 
     encode = commands.add_parser("encode", help="print (or save) the semantic ids of a wav file")
     encode.add_argument("tokenizer")
@@ -177,6 +193,26 @@ def run_kmeans(args: argparse.Namespace) -> int:
     if fit.path is not None:
         print(f"semantic tokenizer {fit.path}: {fit.tokenizer.token_spec.describe()}, source {describe_source(source)}, "
               f"{fit.seconds} s")
+    return 0
+
+
+def import_centroids(centroids: str | Path, source, out: str | Path, frame_rate: Optional[float] = None):
+    """Centroids (K, D) from a .npy / .npz (`tokenizer.read_centroids`) + a `FeatureSource` (e.g. from `parse_source`)
+    -> a `KMeansSemanticTokenizer` written to `out`, whose ids are the index of each frame's nearest centroid.
+    frame_rate: None = the features' native rate."""
+    from audiolm_pl.semantic.tokenizer import FramePipeline, read_centroids, tokenizer_from_centroids
+
+    vectors = read_centroids(centroids)
+    tokenizer = tokenizer_from_centroids(FramePipeline(source, frame_rate), vectors)
+    tokenizer.save(out, extra={"imported_centroids": str(centroids), "normalised": False})
+    return tokenizer
+
+
+def run_import_centroids(args: argparse.Namespace) -> int:
+    source = parse_source(args.source, args.layer, args.sample_rate)
+    tokenizer = import_centroids(args.centroids, source, args.out, args.frame_rate)
+    print(f"semantic tokenizer {args.out}: {tokenizer.token_spec.describe()}, source {describe_source(source)}, "
+          f"centroids from {args.centroids}")
     return 0
 
 

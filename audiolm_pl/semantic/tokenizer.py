@@ -38,14 +38,15 @@ def pooling_factor(native_rate: float, frame_rate: float) -> int:
 
 
 class FramePipeline(torch.nn.Module):
-    """wav (B, T_wav) -> pooled, length-fitted, un-normalised frames (B, T_s, D) at `frame_rate`."""
+    """wav (B, T_wav) -> pooled, length-fitted, un-normalised frames (B, T_s, D) at `frame_rate`
+    (None: the features' native rate, no pooling)."""
 
-    def __init__(self, source: FeatureSource, frame_rate: float, relative_to: Path | None = None):
+    def __init__(self, source: FeatureSource, frame_rate: float | None, relative_to: Path | None = None):
         super().__init__()
         self.source = source
         self.extractor = build_features(source, relative_to)
-        self._frame_rate = float(frame_rate)
-        self.pool = pooling_factor(self.extractor.frame_rate, frame_rate)
+        self._frame_rate = float(frame_rate or self.extractor.frame_rate)
+        self.pool = pooling_factor(self.extractor.frame_rate, self._frame_rate)
 
     @property
     def sample_rate(self) -> int:
@@ -208,3 +209,51 @@ def fit_tokenizer(
     std = data.std(0).clamp_min(1e-5) if normalise else torch.ones(data.shape[1], device=device)
     centroids = MiniBatchKMeans(kmeans).fit((data - mean) / std)
     return KMeansSemanticTokenizer(frames, centroids, mean, std).eval()
+
+
+# k-means files that hold pickled Python objects (scikit-learn / fairseq / textless `km.bin`, joblib dumps):
+# reading them runs code from the file, so they are refused with the one-line export that makes a .npy
+PICKLED_SUFFIXES = (".bin", ".pkl", ".pickle", ".joblib", ".pt", ".pth")
+NPZ_KEYS = ("centroids", "cluster_centers_", "cluster_centers")
+
+
+def read_centroids(path: str | Path) -> torch.Tensor:
+    """A `.npy` array (K, D), or a `.npz` holding one array (or one named centroids / cluster_centers_),
+    read without unpickling -> float32 (K, D). Pickled k-means files are refused with how to export them."""
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLED_SUFFIXES:
+        raise ValueError(
+            f"{path}: a pickled k-means file ({path.suffix}) would run code when read, so it is not read here. "
+            "Export its centroids once where you trust it: python -c \"import joblib, numpy; "
+            f"numpy.save('centroids.npy', joblib.load('{path.name}').cluster_centers_)\" and import the .npy")
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise ValueError(f"{path}: centroids must be a .npy (K, D) array or a .npz holding one")
+    if not path.is_file():
+        raise FileNotFoundError(f"centroids file {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as err:  # an object array needs pickle
+        raise ValueError(f"{path}: not a plain numeric array ({err})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            named = [key for key in NPZ_KEYS if key in loaded.files]
+            if len(loaded.files) != 1 and not named:
+                raise ValueError(f"{path}: holds arrays {loaded.files}; expected one array or one named {list(NPZ_KEYS)}")
+            loaded = loaded[named[0] if named else loaded.files[0]]
+    if loaded.ndim != 2 or loaded.shape[0] < 2 or not np.issubdtype(loaded.dtype, np.floating):
+        raise ValueError(f"{path}: centroids must be a float array (K, D) with K >= 2; got {loaded.dtype} {loaded.shape}")
+    if not np.isfinite(loaded).all():
+        raise ValueError(f"{path}: centroids hold NaN or infinite values")
+    return torch.from_numpy(loaded.astype(np.float32))
+
+
+def tokenizer_from_centroids(frames: FramePipeline, centroids: torch.Tensor) -> KMeansSemanticTokenizer:
+    """Centroids (K, D) fitted elsewhere on the raw features `frames` gives -> a tokenizer that assigns each
+    frame to its nearest centroid as they were fitted: mean 0 and std 1, so no normalisation is applied."""
+    if centroids.shape[1] != frames.dim:
+        raise ValueError(f"centroids have dimension {centroids.shape[1]}; the features of {frames.source.kind}:"
+                         f"{frames.source.path} layer {frames.source.layer} have {frames.dim}")
+    dim = centroids.shape[1]
+    return KMeansSemanticTokenizer(frames, centroids, torch.zeros(dim), torch.ones(dim)).eval()
