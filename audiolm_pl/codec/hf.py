@@ -12,7 +12,7 @@ Supported `model_type`s (`registry.PRETRAINED_CODECS`): `encodec` (the 24 kHz mo
     codes (B, T_a, q) ──model.decode──▶ native (B, T_a · hop) ──resample──▶ (B, samples_for(T_a)) @ sample_rate
 
 The frame rate is the model's own (native rate / hop): EnCodec 24 kHz 75 Hz, Mimi 12.5 Hz, DAC 16 kHz
-31.25 Hz, X-Codec 50 Hz. Our layouts need it to be a whole multiple of the semantic tokenizer's
+50 Hz (the 16 kHz model), X-Codec 50 Hz. Our layouts need it to be a whole multiple of the semantic tokenizer's
 (docs/codec.md, "Pretrained codecs").
 """
 
