@@ -121,11 +121,12 @@ class HFCodec(AcousticCodec):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        files = weight_files(spec.path)
+        # hashed before the weights are read, so identity() names the bytes this model was built from
+        self._folder_hash = folder_hash(spec.path, length=64)
         config = AutoConfig.from_pretrained(spec.path, local_files_only=True)
         get_pretrained_codec(config.model_type, where=f"codec folder {spec.path}")
         _check_supported(spec.path, config)
-        self.model_type, self.path, self.files = config.model_type, spec.path, files
+        self.model_type, self.path = config.model_type, spec.path
         self.model = AutoModel.from_pretrained(spec.path, local_files_only=True, use_safetensors=True).eval()
         self.native_rate, self.hop = _native_rate_and_hop(config)
         self._codebook_size = int(config.codebook_size)
@@ -134,7 +135,6 @@ class HFCodec(AcousticCodec):
         self._sample_rate = int(spec.sample_rate)
         if self._sample_rate <= 0:
             raise ValueError(f"codec {spec.path}: sample_rate must be positive, got {spec.sample_rate}")
-        self._identity: str | None = None
 
     def _levels(self, spec: HFCodecSpec, config) -> int:
         """How many RVQ levels the codes keep: num_quantizers, or what `bandwidth` allows, else all."""
@@ -175,15 +175,13 @@ class HFCodec(AcousticCodec):
         return self.levels
 
     def identity(self) -> str:
-        """A hash of config.json, the safetensors bytes, the levels kept and the input rate (which decide the
-        codes); computed once, since hashing a large weights file takes a moment."""
-        if self._identity is None:
-            options = {"model_type": self.model_type, "levels": self.levels, "sample_rate": self.sample_rate,
-                       "resampler": "soxr-hq"}
-            digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-            digest.update(folder_hash(self.path, length=64).encode())
-            self._identity = digest.hexdigest()[:16]
-        return self._identity
+        """A hash of config.json and the safetensors bytes (read when the model was loaded), the levels kept and
+        the input rate: what decides the codes. A copied folder keeps it."""
+        options = {"model_type": self.model_type, "levels": self.levels, "sample_rate": self.sample_rate,
+                   "resampler": "soxr-hq"}
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+        digest.update(self._folder_hash.encode())
+        return digest.hexdigest()[:16]
 
     # -- encode / decode -----------------------------------------------------------------------------------
     @property
