@@ -80,3 +80,69 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(token_shards,
     finish(straight, tmp_path / "straight.log")
     assert f"resuming semantic from {checkpoints / 'last.ckpt'}" in resumed_log.read_text()
     assert_same_training_state(load(checkpoints / "last.ckpt"), load(tmp_path / "straight" / "checkpoints" / "last.ckpt"))
+
+
+# -- a kill during a save ----------------------------------------------------------------------------
+
+SAVE_AND_HANG = """
+import sys, time
+import torch
+from audiolm_pl.resumable import AtomicCheckpointIO
+
+class Hang:  # pickled inside the save, after the file was opened: the kill lands mid-write
+    def __reduce__(self):
+        print("writing", flush=True)
+        time.sleep(600)
+        return (int, (0,))
+
+AtomicCheckpointIO().save_checkpoint({"global_step": 2, "weights": torch.ones(1000), "hang": Hang()}, sys.argv[1])
+"""
+
+
+def test_a_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    from audiolm_pl.resumable import AtomicCheckpointIO, remove_stale_temporaries
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1, "weights": torch.zeros(1000)}, last)
+    before = last.read_bytes()
+    writer = subprocess.Popen([sys.executable, "-c", SAVE_AND_HANG, str(last)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    (temporary,) = last.parent.glob(".last.ckpt.*.tmp")  # where the new one was being written
+    assert last.read_bytes() == before and load(last)["global_step"] == 1
+    remove_stale_temporaries(last.parent)  # as the next training does when it starts
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+
+
+# -- checkpoints every N steps and every M minutes ---------------------------------------------------
+
+def test_checkpoints_on_the_clock_and_every_n_steps_share_one_last_checkpoint(token_shards, tmp_path, monkeypatch):
+    from audiolm_pl.resumable import AtomicCheckpointIO
+    from audiolm_pl.training import fit_stage, load_stage_config
+
+    saved = []  # (file name, step) of every checkpoint written
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def recording_save(self, checkpoint, path, **kwargs):
+        saved.append((Path(path).name, checkpoint["global_step"]))
+        save(self, checkpoint, path, **kwargs)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording_save)
+
+    def run(name: str, *overrides: str):
+        saved.clear()
+        fit_stage("semantic", load_stage_config("semantic", "tiny", "cpu", [
+            f"data.train_shards={token_shards.train}", f"data.val_shards={token_shards.val}", "data.batch_size=2",
+            "trainer.max_steps=3", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+            f"trainer.output_dir={tmp_path}", f"trainer.run_name={name}", *overrides]))
+        return sorted(p.name for p in (tmp_path / name / "checkpoints").iterdir())
+
+    # a clock that is always due: last.ckpt after every step, besides the step checkpoints and the final save
+    files = run("both", "trainer.checkpoint_every_n_steps=2", "trainer.checkpoint_every_minutes=1e-9")
+    assert files == ["last.ckpt", "step0000002.ckpt"]  # one last.ckpt for both writers, no last-v1.ckpt
+    assert [step for name, step in saved if name == "last.ckpt"] == [1, 2, 2, 3, 3]
+    assert run("steps", "trainer.checkpoint_every_n_steps=2") == ["last.ckpt", "step0000002.ckpt"]
+    assert [step for name, step in saved if name == "last.ckpt"] == [2, 3]  # off by default: no save on the clock
+    with pytest.raises(ValueError, match="trainer.checkpoint_every_minutes must be a positive number of minutes"):
+        load_stage_config("semantic", "tiny", "cpu", ["trainer.checkpoint_every_minutes=0"])
