@@ -8,7 +8,8 @@ Weights only: tensors in safetensors files, everything else JSON (no pickle is w
 has `audiolm_pl.json` = {"format", "stage", "token_specs", ...}; per stage:
 
 - codec: + "kind" (the codec class), "config": {"model": its config}; `model.safetensors` (the weights that
-  `load_codec` gives: EMA when the run kept it).
+  `load_codec` gives: EMA when the run kept it). A transformers codec (`hf:DIR`) is copied as it is
+  (`config.json` + safetensors, no `audiolm_pl.json`) and named `hf:codec?num_quantizers=..&sample_rate=..`.
 - semantic / coarse / fine LM: + "config": {"model", "sampling", "data": {"crop_seconds"}}, "layout" (the token
   layout it was trained with), "producers"; `model.safetensors`.
 - ssl (our SSL model): a real transformers directory (`config.json`, `model.safetensors`,
@@ -72,8 +73,8 @@ def read_metadata(folder: str | Path, expected_stage: str | None = None) -> dict
 
 
 def write_metadata(folder: Path, stage: str, token_specs: dict[str, TokenSpec], **entries) -> None:
-    payload = {"format": FORMAT, "stage": stage, "token_specs": {role: spec.to_dict() for role, spec in token_specs.items()},
-               **entries}
+    specs = {role: spec.to_dict() for role, spec in token_specs.items()}
+    payload = {"format": FORMAT, "stage": stage, "token_specs": specs, **entries}
     (folder / METADATA).write_text(json.dumps(payload, indent=1, sort_keys=True))
 
 
@@ -122,7 +123,7 @@ def save_weights(state_dict: dict[str, torch.Tensor], file: Path) -> None:
     once and named again in the header (`aliases`), which safetensors itself refuses to hold twice."""
     tensors, aliases, seen = {}, {}, {}
     for name, tensor in state_dict.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
         if tensor.numel() and key in seen:
             aliases[name] = seen[key]
             continue
@@ -197,7 +198,7 @@ def _check_layout(layout: dict, specs: dict[str, TokenSpec], folder: Path) -> No
 
 # -- writing one stage ----------------------------------------------------------------------------------------
 def save_pretrained(stage, folder: str | Path, overwrite: bool = False) -> Path:
-    """A codec (our classes), an `SSLModel`, a `LoadedLM`, a `KMeansSemanticTokenizer` or an `AudioLM` -> a folder
+    """A codec (ours or hf:DIR), an `SSLModel`, a `LoadedLM`, a `KMeansSemanticTokenizer` or an `AudioLM` -> a folder
     that `from_pretrained` reads back. Written whole or not at all (`writing_folder`); returns the folder."""
     from audiolm_pl.inference.audiolm import AudioLM
     from audiolm_pl.lm.generation import LoadedLM
@@ -219,13 +220,18 @@ def save_pretrained(stage, folder: str | Path, overwrite: bool = False) -> Path:
 
 
 def _write_codec(codec, folder: Path) -> None:
+    from audiolm_pl.codec.hf import HFCodec, weight_files
     from audiolm_pl.config import to_dict
     from audiolm_pl.registry import CODECS
 
+    if isinstance(codec, HFCodec):  # already a folder: copied byte for byte, which its identity() hashes
+        for file in weight_files(codec.path):
+            shutil.copyfile(file, folder / file.name)
+        return
     kind = getattr(getattr(codec, "config", None), "kind", None)
     if kind not in CODECS:
-        raise ValueError(f"save_pretrained writes our codec classes ({sorted(CODECS)}); a {type(codec).__name__} "
-                         "is not one (a transformers codec is already a folder: name it as hf:DIR)")
+        raise ValueError(f"save_pretrained writes our codec classes ({sorted(CODECS)}) and transformers codecs "
+                         f"(hf:DIR); a {type(codec).__name__} is neither")
     save_weights(codec.state_dict(), folder / WEIGHTS)
     write_metadata(folder, "codec", {"acoustic": codec.token_spec}, kind=kind, config={"model": to_dict(codec.config)})
 
@@ -234,7 +240,8 @@ def _write_lm(lm, folder: Path) -> None:
     from audiolm_pl.config import to_dict
 
     save_weights(lm.model.state_dict(), folder / WEIGHTS)
-    config = {"model": to_dict(lm.model.config), "sampling": to_dict(lm.sampling), "data": {"crop_seconds": lm.chunk_seconds}}
+    config = {"model": to_dict(lm.model.config), "sampling": to_dict(lm.sampling),
+              "data": {"crop_seconds": lm.chunk_seconds}}
     write_metadata(folder, lm.stage, lm.token_specs, config=config, layout=lm.layout.to_dict(), producers=lm.producers)
 
 
@@ -278,6 +285,16 @@ def _write_tokenizer(tokenizer, folder: Path) -> None:
 def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def codec_name(codec, folder_name: str) -> str:
+    """How a pipeline YAML names the codec saved in `folder_name`: the folder itself, or for a transformers codec
+    `hf:FOLDER?...` with the levels and input rate it was used with."""
+    from audiolm_pl.codec.hf import HFCodec
+
+    if isinstance(codec, HFCodec):
+        return f"hf:{folder_name}?num_quantizers={codec.num_quantizers}&sample_rate={codec.sample_rate}"
+    return folder_name
 
 
 # -- reading any folder ---------------------------------------------------------------------------------------

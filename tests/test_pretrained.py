@@ -16,6 +16,8 @@ from conftest import synthetic_voice
 
 from audiolm_pl.pretrained import from_pretrained, save_pretrained
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny LMs decode token by token
+
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
@@ -23,9 +25,6 @@ def stages(tmp_path_factory):
     as the semantic tokenizer's feature source, the tiny codec, three tiny LMs built on their specs; the
     `AudioLM` they make and its exported folder, moved after writing (nothing may point outside it)."""
     from audiolm_pl.codec.lightning import build_codec
-    from audiolm_pl.inference.audiolm import AudioLM, PipelineSampling, SamplingOverride
-    from audiolm_pl.lm import LoadedLM, TransformerLM
-    from audiolm_pl.lm.stages import make_layout
     from audiolm_pl.semantic import FeatureSource, FramePipeline, KMeansConfig, fit_tokenizer
     from audiolm_pl.semantic.ssl_model import SSLModel, SSLModelConfig
     from audiolm_pl.training import load_stage_config
@@ -40,6 +39,19 @@ def stages(tmp_path_factory):
     codec = build_codec(load_stage_config("codec", "tiny").model).eval()
     with torch.no_grad():
         codec.encode(voices[0][None])  # the quantizer's data-dependent init
+    model = audiolm_of(codec, tokenizer)
+    model.save_pretrained(root / "written")
+    folder = (root / "written").rename(root / "moved")
+    return SimpleNamespace(model=model, ssl=ssl, ssl_folder=ssl_folder, folder=folder, voices=voices, root=root)
+
+
+def audiolm_of(codec, tokenizer):
+    """`AudioLM` of this codec and tokenizer with three untrained tiny LMs made for their specs and identities."""
+    from audiolm_pl.inference.audiolm import AudioLM, PipelineSampling, SamplingOverride
+    from audiolm_pl.lm import LoadedLM, TransformerLM
+    from audiolm_pl.lm.stages import make_layout
+    from audiolm_pl.training import load_stage_config
+
     specs = {"semantic": tokenizer.token_spec, "acoustic": codec.token_spec}
     producers = {"semantic": tokenizer.identity(), "acoustic": codec.identity()}
     lms = {}
@@ -49,11 +61,16 @@ def stages(tmp_path_factory):
         model = TransformerLM(run_config.model, layout.vocab_size, layout.condition_vocab).eval()
         lms[stage] = LoadedLM(stage, model, layout, specs, run_config.sampling, run_config.data.crop_seconds,
                               Path(f"<{stage} LM>"), producers)
-    model = AudioLM(codec, tokenizer, lms["semantic"], lms["coarse"], lms["fine"],
-                    sampling=PipelineSampling(coarse=SamplingOverride(top_k=5)), dedup_density=0.5, prompt_seconds=1.5)
-    model.save_pretrained(root / "written")
-    folder = (root / "written").rename(root / "moved")
-    return SimpleNamespace(model=model, ssl=ssl, ssl_folder=ssl_folder, folder=folder, voices=voices)
+    return AudioLM(codec, tokenizer, lms["semantic"], lms["coarse"], lms["fine"],
+                   sampling=PipelineSampling(coarse=SamplingOverride(top_k=5)), dedup_density=0.5, prompt_seconds=1.5)
+
+
+def same_continuation(model, reloaded, prompt: torch.Tensor, seed: int = 3):
+    """Both continue `prompt` with `seed` to the same ids, codes and audio; returns the reloaded one's result."""
+    first, again = (each.continue_audio(prompt, 0.2, seed=seed) for each in (model, reloaded))
+    assert torch.equal(first.semantic_ids, again.semantic_ids) and torch.equal(first.codes, again.codes)
+    torch.testing.assert_close(first.wav, again.wav)
+    return again
 
 
 def test_pipeline_folder_generates_what_the_model_did(stages):
@@ -66,12 +83,31 @@ def test_pipeline_folder_generates_what_the_model_did(stages):
     for stage in ("semantic", "coarse", "fine"):
         assert reloaded.stage_sampling(stage) == stages.model.stage_sampling(stage)
     assert (reloaded.prompt_seconds, reloaded.dedup_density) == (1.5, 0.5)
-    prompt = stages.voices[1][:9600]  # 0.6 s
-    first, again = (model.continue_audio(prompt, 0.4, seed=3) for model in (stages.model, reloaded))
-    assert torch.equal(first.semantic_ids, again.semantic_ids) and torch.equal(first.codes, again.codes)
-    torch.testing.assert_close(first.wav, again.wav)
-    other_seed = reloaded.continue_audio(prompt, 0.4, seed=4)
+    prompt = stages.voices[1][:6400]  # 0.4 s
+    again = same_continuation(stages.model, reloaded, prompt)
+    other_seed = reloaded.continue_audio(prompt, 0.2, seed=4)
     assert not torch.equal(other_seed.codes, again.codes)  # the comparison can tell outputs apart
+
+
+def test_a_transformers_codec_is_exported_as_it_is(stages):
+    """A pipeline whose codec is hf:DIR (a tiny DAC: 16 kHz, 50 Hz, like ours) keeps its files byte for byte,
+    so its identity, which its LMs recorded, holds after the round trip."""
+    import transformers
+
+    from audiolm_pl.codec import load_codec
+    from audiolm_pl.inference.audiolm import AudioLM
+
+    torch.manual_seed(0)
+    transformers.DacModel(transformers.DacConfig(
+        encoder_hidden_size=4, decoder_hidden_size=16, hidden_size=16, n_codebooks=4, codebook_size=32, codebook_dim=4,
+        downsampling_ratios=[2, 4, 5, 8], upsampling_ratios=[8, 5, 4, 2], sampling_rate=16000,
+    )).eval().save_pretrained(stages.root / "dac")
+    model = audiolm_of(load_codec(f"hf:{stages.root / 'dac'}?num_quantizers=3"), stages.model.semantic_tokenizer)
+    folder = model.save_pretrained(stages.root / "with_dac")
+    assert "codec: hf:codec?num_quantizers=3&sample_rate=16000" in (folder / "pipeline.yaml").read_text()
+    reloaded = AudioLM.from_pretrained(folder)
+    assert reloaded.codec.identity() == model.codec.identity() and reloaded.codec.num_quantizers == 3
+    same_continuation(model, reloaded, stages.voices[0][:6400])
 
 
 def test_folders_hold_no_pickle(stages):
@@ -141,6 +177,14 @@ def test_stage_folders_load_where_checkpoints_do(stages, tmp_path):
         load_lm(stages.folder / "fine_lm", expected_stage="coarse")
     with pytest.raises(ValueError, match="exists and is not empty"):
         save_pretrained(codec, stages.folder / "fine_lm")
+    save_pretrained(codec, tmp_path / "codec")
+    save_pretrained(fine, tmp_path / "codec", overwrite=True)  # an earlier export is replaced whole
+    assert load_lm(tmp_path / "codec").stage == "fine"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not an export")
+    with pytest.raises(ValueError, match="left alone"):
+        save_pretrained(codec, tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").exists()
 
 
 def test_export_command_writes_the_main_jobs_pipeline(tiny_run, tmp_path):
@@ -151,8 +195,7 @@ def test_export_command_writes_the_main_jobs_pipeline(tiny_run, tmp_path):
 
     pipeline, out = tiny_run.root / "pipeline.yaml", tmp_path / "export"
     assert main(["export", "--pipeline", str(pipeline), str(out)]) == 0
-    assert main(["export", "--pipeline", str(pipeline), str(out)]) == 2  # not over an earlier export...
-    assert main(["export", "--pipeline", str(pipeline), str(out), "--overwrite"]) == 0  # ...unless asked
+    assert main(["export", "--pipeline", str(pipeline), str(out)]) == 2  # not over an earlier export (unless --overwrite)
     wav, _ = soundfile.read(next((tiny_run.root / "generated" / "prompts").glob("*.wav")), dtype="float32")
     prompt = torch.from_numpy(wav[:8000])
     first, again = (model.continue_audio(prompt, 0.5, seed=5)

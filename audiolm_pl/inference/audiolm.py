@@ -6,12 +6,12 @@
     result = model.generate_unconditional(seconds=5, num_samples=2)
 
 Built from a pipeline YAML naming one checkpoint (or run directory, or save_pretrained folder) per
-stage, or from objects; `save_pretrained(folder)` writes all five stages into one folder (safetensors + JSON
-and a `pipeline.yaml`, audiolm_pl/pretrained.py) that `AudioLM.from_pretrained(folder)` loads. Every TokenSpec is checked when it is built: a stage trained on other tokens is
-refused with a message that names both sides. So is a codec or semantic tokenizer whose
-`identity()` differs from the one that made an LM's training tokens (same spec, other ids),
-unless `allow_producer_swap` is set. Swapping a stage = editing one path; paths in a
-pipeline YAML are relative to the YAML's folder.
+stage, or from objects; `save_pretrained(folder)` writes all five stages into one folder (safetensors +
+JSON and a `pipeline.yaml`, audiolm_pl/pretrained.py) that `AudioLM.from_pretrained(folder)` loads.
+Every TokenSpec is checked when it is built: a stage trained on other tokens is refused with a message
+that names both sides. So is a codec or semantic tokenizer whose `identity()` differs from the one that
+made an LM's training tokens (same spec, other ids), unless `allow_producer_swap` is set. Swapping a
+stage = editing one path; paths in a pipeline YAML are relative to the YAML's folder.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ class AudioLM(nn.Module):
                      "acoustic": (model.codec, model.names["codec"])}
         for role, spec in stated.items():
             producer, name = producers[role]
-            require_same_spec(spec, producer.token_spec, consumer=f"pipeline folder {folder} ({METADATA})", producer=name)
+            require_same_spec(spec, producer.token_spec, consumer=f"pipeline folder {folder} ({METADATA})",
+                              producer=name)
         return model
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
@@ -162,14 +163,15 @@ class AudioLM(nn.Module):
         with this model's sampling overrides and settings, and `audiolm_pl.json` with both TokenSpecs. Weights
         only (safetensors); written whole or not at all. Returns the folder."""
         from audiolm_pl.config import save_yaml
-        from audiolm_pl.pretrained import save_pretrained, write_metadata, writing_folder
+        from audiolm_pl.pretrained import codec_name, save_pretrained, write_metadata, writing_folder
 
         stages = {"codec": self.codec, "semantic_tokenizer": self.semantic_tokenizer, "semantic_lm": self.semantic_lm,
                   "coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm}
         with writing_folder(folder, overwrite) as temporary:
             for name, stage in stages.items():
                 save_pretrained(stage, temporary / name)
-            config = PipelineConfig(**{name: name for name in stages}, sampling=self.sampling,
+            names = {**{name: name for name in stages}, "codec": codec_name(self.codec, "codec")}
+            config = PipelineConfig(**names, sampling=self.sampling,
                                     prompt_seconds=self.prompt_seconds, dedup_density=self.dedup_density,
                                     device="cpu", allow_producer_swap=self.allow_producer_swap)
             save_yaml(config, temporary / "pipeline.yaml")
