@@ -175,9 +175,11 @@ def first_batch(datamodule: L.LightningDataModule) -> dict:
 
 # -- synthetic shards: the real on-disk formats, random contents (throughput does not depend on them) ---------
 
-def write_token_shards(directory: Path, specs: dict, clips: int = 64, seconds: float = 12.0, seed: int = 0) -> Path:
-    """One token shard of `clips` random clips of `seconds` at `specs` ({"semantic", "acoustic"} TokenSpecs),
-    written with the real `ShardWriter` and manifest; returns `directory` (kept if it already has a manifest)."""
+def write_token_shards(directory: Path, specs: dict, clips: int = 64, seconds: float = 12.0, shards: int = 8,
+                       seed: int = 0) -> Path:
+    """`shards` token shards (enough to split over ranks and workers) of `clips` random clips of `seconds` in
+    all, at `specs` ({"semantic", "acoustic"} TokenSpecs), written with the real `ShardWriter` and manifest;
+    returns `directory` (kept as it is if it already has a manifest)."""
     from audiolm_pl.data.manifest import ShardEntry, ShardManifest, write_manifest
     from audiolm_pl.data.shard_io import ShardWriter
 
@@ -186,14 +188,18 @@ def write_token_shards(directory: Path, specs: dict, clips: int = 64, seconds: f
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     semantic, acoustic = specs["semantic"], specs["acoustic"]
-    shard = directory / "tokens-000000.tar"
-    with ShardWriter(shard) as writer:
-        for clip in range(clips):
-            ids = rng.integers(0, semantic.vocab_size, semantic.frames_in(seconds)).astype(np.int16)  # (T_s,)
-            codes = rng.integers(0, acoustic.vocab_size, (acoustic.frames_in(seconds), acoustic.num_quantizers))
-            writer.write_sample(f"clip{clip:05d}", {"duration": seconds}, semantic=ids, acoustic=codes.astype(np.int16))
+    entries = []
+    for index, keys in enumerate(np.array_split(np.arange(clips), shards)):
+        shard = directory / f"tokens-{index:06d}.tar"
+        with ShardWriter(shard) as writer:
+            for clip in keys:
+                ids = rng.integers(0, semantic.vocab_size, semantic.frames_in(seconds))  # (T_s,)
+                codes = rng.integers(0, acoustic.vocab_size, (acoustic.frames_in(seconds), acoustic.num_quantizers))
+                writer.write_sample(f"clip{clip:05d}", {"duration": seconds}, semantic=ids.astype(np.int16),
+                                    acoustic=codes.astype(np.int16))  # (T_a, Q)
+        entries.append(ShardEntry(shard.name, len(keys), len(keys) * seconds))
     write_manifest(directory, ShardManifest(
-        content="tokens", sample_rate=acoustic.sample_rate, shards=[ShardEntry(shard.name, clips, clips * seconds)],
+        content="tokens", sample_rate=acoustic.sample_rate, shards=entries,
         made_by={"command": "audiolm_pl.throughput.write_token_shards (random ids)"},
         token_specs={role: spec.to_dict() for role, spec in specs.items()}))
     return directory

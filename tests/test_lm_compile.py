@@ -73,3 +73,42 @@ def test_tiny_lm_trains_with_compiled_blocks(token_shards, one_thread):
     module.model.eval(), eager.eval()
     with torch.no_grad():
         torch.testing.assert_close(module.model(tokens), eager(tokens), atol=1e-4, rtol=1e-4)
+
+
+FSDP_COMPILE_SCRIPT = """
+import json, sys
+import torch
+from audiolm_pl.training import fit_stage, load_stage_config
+
+config = load_stage_config("semantic", "tiny", "fsdp_cpu", [
+    "data.train_shards={train}", "data.val_shards={val}", "data.batch_size=2", "trainer.output_dir={root}",
+    "trainer.enable_progress_bar=false", "trainer.max_steps=2", "trainer.val_check_interval=2",
+    "trainer.checkpoint_every_n_steps=0", "trainer.limit_val_batches=1", "model.compile=true"])
+result = fit_stage("semantic", config)
+if torch.distributed.get_rank() == 0:
+    json.dump({{"step": result.step, "loss": result.metrics["train/loss"]}}, open("{root}/report.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_under_fsdp2(token_shards, tmp_path):
+    """model.compile=true under `fsdp_cpu` (2 gloo processes): the blocks compile after fully_shard, two steps
+    train, and the sharded checkpoint consolidates into the single file load_lm reads (in-place compile keeps
+    the parameter names)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from audiolm_pl.checkpoint import consolidate
+    from audiolm_pl.lm import load_lm
+
+    script = tmp_path / "run.py"
+    script.write_text(FSDP_COMPILE_SCRIPT.format(train=token_shards.train, val=token_shards.val, root=tmp_path))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["step"] == 2 and torch.isfinite(torch.tensor(report["loss"]))
+    consolidate(tmp_path / "semantic")
+    assert load_lm(tmp_path / "semantic", expected_stage="semantic").model.config.compile
