@@ -124,6 +124,7 @@ def test_folders_hold_no_pickle(stages):
 def test_ssl_folder_is_a_transformers_directory(stages):
     from transformers import AutoModel
 
+    from audiolm_pl.semantic import FramePipeline, KMeansConfig, fit_tokenizer
     from audiolm_pl.semantic.features import FeatureSource, SSLLayerFeatures, build_features
 
     for folder in (stages.ssl_folder, stages.folder / "semantic_tokenizer" / "features"):
@@ -134,6 +135,12 @@ def test_ssl_folder_is_a_transformers_directory(stages):
     # the same up to how the two normalise the clip (biased / unbiased std, epsilon), which LayerNorm absorbs
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(ours[:, :-1], ours[:, 1:], atol=1e-3)  # frames differ: a real comparison
+    hf_tokenizer = stages.root / "hf_tokenizer"  # a tokenizer on an hf:DIR source copies that model into features/
+    tokenizer = fit_tokenizer(FramePipeline(FeatureSource(kind="hf", path=str(stages.ssl_folder), layer=1), 25.0),
+                              stages.voices, KMeansConfig(num_clusters=8, batch_size=64, epochs=1))
+    copied = from_pretrained(save_pretrained(tokenizer, hf_tokenizer))
+    assert copied.source.path == "features" and copied.identity() == tokenizer.identity()
+    assert torch.equal(copied.encode(wav), tokenizer.encode(wav))
     reloaded = from_pretrained(stages.ssl_folder)
     original = stages.ssl.state_dict()
     assert reloaded.state_dict().keys() == original.keys()
