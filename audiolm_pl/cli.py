@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "audiolm_pl.jobs.cli",  # train | tokenize | main
     "audiolm_pl.inference.cli",  # generate
     "audiolm_pl.evaluation.cli",  # eval
+    "audiolm_pl.detector.cli",  # detector-shards | detect
 )
 
 
