@@ -30,7 +30,7 @@ from audiolm_pl.config import load_config
 from audiolm_pl.lm import LoadedLM, SamplingConfig, generate_coarse, generate_fine, generate_semantic, load_lm
 from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
-from audiolm_pl.lm.layouts import dedup_consecutive
+from audiolm_pl.lm.layouts import AcousticOnlyCoarseLayout, dedup_consecutive
 from audiolm_pl.lm.sampling import stage_progress
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch, require_same_spec
 
@@ -68,7 +68,7 @@ class PipelineConfig:
 
     codec: str = "outputs/main/runs/codec"  # codec checkpoint, run directory or save_pretrained folder (each stage)
     semantic_tokenizer: str = "outputs/main/semantic/tokenizer.safetensors"  # the file, or its exported folder
-    semantic_lm: str = "outputs/main/runs/semantic"
+    semantic_lm: str = "outputs/main/runs/semantic"  # "": none (an acoustic-only coarse LM needs none)
     coarse_lm: str = "outputs/main/runs/coarse"
     fine_lm: str = "outputs/main/runs/fine"
     sampling: PipelineSampling = field(default_factory=PipelineSampling)  # default: each LM's own
@@ -91,7 +91,7 @@ class GenerationResult:
 
 
 class AudioLM(nn.Module):
-    def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: LoadedLM,
+    def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: Optional[LoadedLM],
                  coarse_lm: LoadedLM, fine_lm: LoadedLM, sampling: Optional[PipelineSampling] = None,
                  names: Optional[dict[str, str]] = None, allow_producer_swap: bool = False,
                  dedup_density: float = 0.6, prompt_seconds: float = 3.0):
@@ -102,7 +102,11 @@ class AudioLM(nn.Module):
         self.codec, self.semantic_tokenizer = codec.eval(), semantic_tokenizer.eval()
         self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
         # registered so .to(device) moves the LMs too
-        self.lms = nn.ModuleDict({"semantic": semantic_lm.model, "coarse": coarse_lm.model, "fine": fine_lm.model})
+        self.lms = nn.ModuleDict({stage: lm.model for stage, lm in
+                                  (("semantic", semantic_lm), ("coarse", coarse_lm), ("fine", fine_lm)) if lm is not None})
+        if semantic_lm is None and not self.acoustic_only:
+            raise ValueError(f"coarse LM ({coarse_lm.path}) reads semantic ids, so the pipeline needs a semantic LM; "
+                             "only an acoustic-only coarse LM (layout=acoustic_only) generates without one")
         self.sampling = sampling or PipelineSampling()
         self.names = {"codec": "codec", "semantic_tokenizer": "semantic tokenizer", **(names or {})}
         self.allow_producer_swap = allow_producer_swap
@@ -127,7 +131,7 @@ class AudioLM(nn.Module):
         model = cls(
             load_codec(config.codec),
             load_tokenizer(tokenizer_file(config.semantic_tokenizer)),
-            load_lm(config.semantic_lm, expected_stage="semantic"),
+            load_lm(config.semantic_lm, expected_stage="semantic") if config.semantic_lm else None,
             load_lm(config.coarse_lm, expected_stage="coarse"),
             load_lm(config.fine_lm, expected_stage="fine"),
             sampling=config.sampling,
@@ -165,6 +169,9 @@ class AudioLM(nn.Module):
         from audiolm_pl.config import save_yaml
         from audiolm_pl.pretrained import codec_name, save_pretrained, write_metadata, writing_folder
 
+        if self.semantic_lm is None:
+            raise ValueError("save_pretrained writes all five stages; this pipeline has no semantic LM (acoustic-only)")
+
         stages = {"codec": self.codec, "semantic_tokenizer": self.semantic_tokenizer, "semantic_lm": self.semantic_lm,
                   "coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm}
         with writing_folder(folder, overwrite) as temporary:
@@ -184,7 +191,8 @@ class AudioLM(nn.Module):
         """Refuse stages that were trained on other tokens than these producers make."""
         semantic_spec, acoustic_spec = self.semantic_tokenizer.token_spec, self.codec.token_spec
         for lm in (self.semantic_lm, self.coarse_lm):
-            lm.require_specs("semantic", semantic_spec, self.names["semantic_tokenizer"])
+            if lm is not None:
+                lm.require_specs("semantic", semantic_spec, self.names["semantic_tokenizer"])
         for lm in (self.coarse_lm, self.fine_lm):
             lm.require_specs("acoustic", acoustic_spec, self.names["codec"])
         if self._time_aligned_coarse() and self.semantic_lm.layout.dedup:
@@ -203,8 +211,9 @@ class AudioLM(nn.Module):
         """Refuse LMs whose training tokens another codec / semantic tokenizer made (unless allowed)."""
         makers = {"semantic": (self.semantic_tokenizer.identity(), self.names["semantic_tokenizer"]),
                   "acoustic": (self.codec.identity(), self.names["codec"])}
-        readers = {"semantic": (self.semantic_lm, self.coarse_lm), "acoustic": (self.coarse_lm, self.fine_lm)}
-        for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm):
+        readers = {"semantic": tuple(lm for lm in (self.semantic_lm, self.coarse_lm) if lm is not None),
+                   "acoustic": (self.coarse_lm, self.fine_lm)}
+        for lm in (lm for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm) if lm is not None):
             if not lm.producers:
                 log.warning("%s LM (%s) records no producer identities (trained before they were stored): "
                             "cannot check that this codec and semantic tokenizer made its training tokens", lm.stage, lm.path)
@@ -219,6 +228,11 @@ class AudioLM(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.codec.sample_rate
+
+    @property
+    def acoustic_only(self) -> bool:
+        """The paper's ablation: a coarse LM that reads no semantic ids, so no semantic stage runs."""
+        return isinstance(self.coarse_lm.layout, AcousticOnlyCoarseLayout)
 
     def stage_sampling(self, stage: str) -> SamplingConfig:
         """The sampling `stage` generates with: the pipeline's override if it gives one, else its LM's own."""
@@ -236,9 +250,12 @@ class AudioLM(nn.Module):
         """prompt (T,) or (1, T) at `sample_rate` -> prompt + `seconds` of continuation, `num_samples` rows."""
         prompt = _as_batch(prompt, num_samples).to(self.device)  # (B, T_p)
         generator = _generator(seed, self.device)
-        semantic_prompt = self.semantic_tokenizer.encode(prompt)  # (B, T_sp)
         codes_prompt = self.codec.encode(prompt)  # (B, T_ap, Q)
-        semantic = self._continue_semantic(semantic_prompt, seconds, generator)  # (B, T_s)
+        if self.acoustic_only:  # no semantic ids: the coarse LM continues the prompt's codes alone
+            semantic = semantic_prompt = codes_prompt.new_zeros(codes_prompt.shape[0], 0)  # (B, 0)
+        else:
+            semantic_prompt = self.semantic_tokenizer.encode(prompt)  # (B, T_sp)
+            semantic = self._continue_semantic(semantic_prompt, seconds, generator)  # (B, T_s)
         acoustic = self.codec.token_spec
         total_frames = codes_prompt.shape[1] + acoustic.frames_covering(seconds)
         codes = self._acoustics(semantic, codes_prompt, total_frames, generator, semantic_prompt.shape[1])  # (B, T_a, L)
@@ -252,6 +269,9 @@ class AudioLM(nn.Module):
         """New acoustics (voice, recording) for given semantic ids (B, T_s) or for the words of `wav` (T,)."""
         if (semantic_ids is None) == (wav is None):
             raise ValueError("generate_acoustics takes exactly one of semantic_ids or wav")
+        if self.acoustic_only:
+            raise ValueError(f"coarse LM ({self.coarse_lm.path}) is acoustic-only: it reads no semantic ids, so it "
+                             "cannot give new acoustics to given ones")
         if wav is not None:
             semantic_ids = self.semantic_tokenizer.encode(_as_batch(wav, num_samples).to(self.device))  # (B, T_s)
         semantic_ids = semantic_ids.to(self.device)
@@ -262,10 +282,13 @@ class AudioLM(nn.Module):
     @torch.inference_mode()
     def generate_unconditional(self, seconds: float, num_samples: int = 1, seed: Optional[int] = None) -> GenerationResult:
         generator = _generator(seed, self.device)
-        count = self._semantic_count(seconds, self._semantic_density(None))
-        with stage_progress("semantic"):
-            semantic = generate_semantic(self.semantic_lm, None, count, self.stage_sampling("semantic"),
-                                         batch_size=num_samples, generator=generator)  # (B, count)
+        if self.acoustic_only:
+            semantic = torch.zeros(num_samples, 0, dtype=torch.long, device=self.device)  # (B, 0): none read
+        else:
+            count = self._semantic_count(seconds, self._semantic_density(None))
+            with stage_progress("semantic"):
+                semantic = generate_semantic(self.semantic_lm, None, count, self.stage_sampling("semantic"),
+                                             batch_size=num_samples, generator=generator)  # (B, count)
         frames = self.codec.token_spec.frames_covering(seconds)
         codes = self._acoustics(semantic, None, frames, generator)  # (B, T_a, Q)
         return GenerationResult(self.codec.decode(codes), semantic, codes, 0)

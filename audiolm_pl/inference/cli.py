@@ -31,6 +31,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--prompt-seconds", type=float, default=None, help="default: the pipeline's prompt_seconds (3)")
+    parser.add_argument("--acoustic-only", action="store_true",
+                        help="the acoustic-only ablation: no semantic stage; give an acoustic-only coarse LM "
+                             "(layout=acoustic_only) as the override coarse_lm=RUN (docs/lm.md)")
     parser.add_argument("--allow-long", action="store_true",
                         help=f"allow --seconds above {LONGEST_SECONDS:.0f} (minutes of CPU/GPU time; a progress bar per stage)")
     parser.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. sampling.coarse.temperature=0.9")
@@ -68,7 +71,9 @@ def _run(args: argparse.Namespace) -> int:
 
     check_arguments(args)
     config = load_config(PipelineConfig, args.pipeline, overrides=args.overrides)
-    model = AudioLM.from_config(config)
+    if args.acoustic_only:
+        config.semantic_lm = ""  # not loaded: the semantic stage is what the ablation leaves out
+    model = AudioLM.from_config(config)  # refuses a coarse LM that reads semantic ids when there is no semantic LM
     written = generate_files(model, args.task, args.out, prompt=args.prompt, seconds=args.seconds,
                              num_samples=args.num_samples, seed=args.seed,
                              prompt_seconds=args.prompt_seconds or config.prompt_seconds, progress=True)
@@ -87,6 +92,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         if args.seconds > LONGEST_SECONDS and not args.allow_long:
             raise ValueError(f"--seconds {args.seconds:g} is over {LONGEST_SECONDS:.0f} s, which runs token by token for "
                              "many minutes; pass --allow-long to run it anyway")
+    if args.acoustic_only and args.task == "acoustic":
+        raise ValueError("--acoustic-only generates without semantic ids; --task acoustic is made from them")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1; got {args.num_samples}")
     if args.prompt_seconds is not None and not args.prompt_seconds > 0:

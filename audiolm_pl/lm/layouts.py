@@ -2,6 +2,7 @@
 
     semantic: [BOS] s_1 .. s_n                                   vocab K + 1
     coarse:   s_1 .. s_n [SEP] c_1,0 .. c_1,Q'-1  c_2,0 ..       vocab K + 1 + Q' * C
+    (acoustic-only ablation: [BOS] c_1,0 .. , no semantic ids: `AcousticOnlyCoarseLayout`)
     fine:     c_1,0 .. c_T,Q'-1 [SEP] f_1,Q' .. f_1,Q-1 f_2,Q' .. vocab Q * C + 1
 
 Semantic ids keep their own values (0..K-1); acoustic code c of RVQ level q becomes
@@ -222,6 +223,42 @@ class CoarseLayout(CoarseVocabulary):
 
 
 @dataclass
+class AcousticOnlyCoarseLayout(CoarseVocabulary):
+    """The paper's acoustic-only ablation: the coarse codes alone, no semantic id anywhere.
+
+        tokens: [BOS] c_1,0 .. c_1,Q'-1  c_2,0 ..        vocab 1 + Q' * C
+
+    The coarse vocabulary with K = 0 semantic ids, so BOS takes the SEP id (0) and the code ids start at 1. A
+    generation prefix is BOS and the prompt's codes; the semantic ids it is handed are ignored, so the prefix
+    layout's sliding windows (`windows.py`) generate any length with no semantic stage at all.
+    """
+
+    codebook_size: int  # C
+    num_coarse: int  # Q'
+
+    semantic_vocab: ClassVar[int] = 0  # K = 0: not a field, so a checkpoint stores none
+    stage = "coarse"
+    order = "acoustic_only"
+
+    @property
+    def bos(self) -> int:
+        return self.sep
+
+    def prefix(self, semantic_ids: np.ndarray | None = None, prompt_coarse: np.ndarray | None = None) -> np.ndarray:
+        """prompt (T_p, Q') or None -> [BOS] [prompt flat] (1 + T_p * Q',); `semantic_ids` are ignored."""
+        prompt = np.zeros((0, self.num_coarse), np.int64) if prompt_coarse is None else prompt_coarse
+        return np.concatenate([[self.bos], self.code_ids(prompt[:, : self.num_coarse]).reshape(-1)]).astype(np.int64)
+
+    def example(self, semantic: np.ndarray, acoustic: np.ndarray) -> Example:
+        tokens = self.prefix(None, acoustic[:, : self.num_coarse])  # (1 + T * Q',)
+        levels = np.arange(len(tokens) - 1, dtype=np.int64) % self.num_coarse  # target i is code i: level i % Q'
+        return Example(tokens, levels)
+
+    def sequence_length(self, semantic_frames: int, acoustic_frames: int) -> int:
+        return 1 + acoustic_frames * self.num_coarse
+
+
+@dataclass
 class FineLayout(FineVocabulary):
     codebook_size: int  # C
     num_coarse: int  # Q'
@@ -254,7 +291,8 @@ def layout_from_dict(values: dict) -> Layout:
 
     values = dict(values)
     stage, order = values.pop("stage", None), values.pop("order", "prefix")
-    kinds = (SemanticLayout, CoarseLayout, FineLayout, AlignedCoarseLayout, InterleavedCoarseLayout, InterleavedFineLayout)
+    kinds = (SemanticLayout, CoarseLayout, FineLayout, AlignedCoarseLayout, InterleavedCoarseLayout, InterleavedFineLayout,
+             AcousticOnlyCoarseLayout)
     classes = {(kind.stage, kind.order): kind for kind in kinds}
     if (stage, order) not in classes:
         raise ValueError(f"layout dict has stage {stage!r} and order {order!r}; expected one of {sorted(classes)}")

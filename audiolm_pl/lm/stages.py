@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
-from audiolm_pl.lm.layouts import CoarseLayout, FineLayout, Layout, SemanticLayout
+from audiolm_pl.lm.layouts import AcousticOnlyCoarseLayout, CoarseLayout, FineLayout, Layout, SemanticLayout
 from audiolm_pl.lm.lightning_module import TokenLMModule
 from audiolm_pl.lm.sampling import SamplingConfig
 from audiolm_pl.lm.token_data import TokenDataConfig, TokenDataModule, read_producers, read_token_specs
@@ -45,7 +45,8 @@ class CoarseRunConfig(LMRunConfig):
     num_coarse: int = 4  # Q': RVQ levels modelled by this stage
     dedup_semantic: bool = True  # deduplicate the semantic prefix (paper; the prefix layout only)
     # "prefix": all semantic ids, then the codes (paper) | "interleaved": each id before its frames' codes |
-    # "aligned": the codes only, each position given the semantic ids around its frame (lm/aligned.py)
+    # "aligned": the codes only, each position given the semantic ids around its frame (lm/aligned.py) |
+    # "acoustic_only": the codes only, no semantic ids at all (the paper's ablation; generated without a semantic LM)
     layout: str = "prefix"
     lookahead: int = 2  # interleaved / aligned: semantic ids of look-ahead
 
@@ -106,9 +107,11 @@ def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]) -> Layout:
     if stage == "semantic":
         return SemanticLayout(semantic.vocab_size, run_config.dedup)
     _check_coarse(stage, run_config.num_coarse, acoustic)
-    allowed = ("prefix", "interleaved", "aligned") if stage == "coarse" else ("prefix", "interleaved")
+    allowed = ("prefix", "interleaved", "aligned", "acoustic_only") if stage == "coarse" else ("prefix", "interleaved")
     if run_config.layout not in allowed:
         raise ValueError(f"{stage} LM: layout must be one of {allowed}, got {run_config.layout!r}")
+    if stage == "coarse" and run_config.layout == "acoustic_only":  # dedup_semantic has no ids to act on
+        return AcousticOnlyCoarseLayout(acoustic.vocab_size, run_config.num_coarse)
     interleaved = run_config.layout == "interleaved"
     if interleaved and run_config.lookahead < 1:  # the look-ahead head is also what generation starts from
         raise ValueError(f"{stage} LM: layout=interleaved needs lookahead >= 1, got {run_config.lookahead}")
