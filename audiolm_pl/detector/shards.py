@@ -33,8 +33,9 @@ class SyntheticShardsReport:
     samples: int  # in the whole output directory
 
 
-def resynthesis_name(input_shard: str, index: int) -> str:
-    """The output tar of the `index`-th input shard (numbered by position: a brace pattern may repeat names)."""
+def resynthesis_name(index: int) -> str:
+    """The output tar of the `index`-th input shard, numbered by position: the input names may repeat (a brace
+    pattern over several directories of `audio-000000.tar`...)."""
     return f"codec-{index:06d}.tar"
 
 
@@ -60,7 +61,7 @@ def resynthesize_shards(codec: AcousticCodec, in_shards: str | Path, out_dir: st
         raise ValueError(f"--num-quantizers {num_quantizers}: the codec has {codec.num_quantizers} levels")
     entries, written, skipped, speakers = [], 0, 0, set()
     for index, shard in enumerate(resolve_shards(in_shards)):
-        path = out_dir / resynthesis_name(shard, index)
+        path = out_dir / resynthesis_name(index)
         if path.exists():
             skipped += 1
         else:
