@@ -7,8 +7,10 @@ share one, nor do two ranks writing the same file.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +49,39 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Make the directory `new` the directory `target`, whose old content is then deleted. On Linux the two are
+    exchanged in one rename (`renameat2(RENAME_EXCHANGE)`), so `target` is at every moment the old directory or the
+    new one, whole. Where the file system refuses that, `target` is renamed away first: a kill between the two
+    renames leaves no `target` (and `.NAME.old` beside it)."""
+    new, target = Path(new), Path(target)
+    if target.is_file():
+        target.unlink()
+    if not target.exists():
+        new.rename(target)
+        return
+    try:
+        _exchange(new, target)
+        old = new  # the exchange left the old directory under the new one's name
+    except OSError:
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+    shutil.rmtree(old)
+
+
+def _exchange(first: Path, second: Path) -> None:
+    """Swap two paths atomically (Linux >= 3.15); OSError where the system or the file system cannot."""
+    at_current_directory, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        raise OSError("renameat2 is not available")
+    if libc.renameat2(at_current_directory, os.fsencode(first), at_current_directory, os.fsencode(second), exchange):
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot exchange {first} and {second}: {os.strerror(errno)}")
 
 
 def stale_temporaries(directory: Path, pattern: str = "*") -> list[Path]:

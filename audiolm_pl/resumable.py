@@ -10,15 +10,17 @@ the random state saved with them, and checkpoints on a clock as well as every N 
   state is kept, since ranks draw differently.
 - `TimedCheckpoint`: `last.ckpt` every `trainer.checkpoint_every_minutes`, for every stage (Lightning's
   `ModelCheckpoint(train_time_interval=...)` never fires for manual-optimisation stages such as the codec's GAN).
-
-Sharded (FSDP2) checkpoints are directories written by torch.distributed.checkpoint into the existing `last.ckpt`
-directory, file by file; they get none of this (see docs/lm.md, "Interrupted runs").
+- `AtomicShardedStrategy`: FSDP2's sharded checkpoints are directories, which torch.distributed.checkpoint would
+  overwrite file by file (only its `.metadata` goes through a rename): a kill mid-save could leave shards of two
+  steps, or a torn Lightning `meta.pt`, where a whole checkpoint was. Here every rank
+  writes into `.NAME.partial` beside the target, which then takes the target's place in one rename.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -27,8 +29,9 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import ModelParallelStrategy
 
-from audiolm_pl.fileio import atomic_output, stale_temporaries
+from audiolm_pl.fileio import atomic_output, replace_directory, stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+class AtomicShardedStrategy(ModelParallelStrategy):
+    """`ModelParallelStrategy` whose sharded checkpoint directories are whole or absent (`replace_directory`)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(filepath))
+        staging = path.with_name(f".{path.name}{PARTIAL}")
+        if self.global_rank == 0 and staging.exists():
+            shutil.rmtree(staging)  # a save that was killed
+        self.barrier("sharded checkpoint: staging")
+        super().save_checkpoint(checkpoint, staging, storage_options)
+        self.barrier("sharded checkpoint: written")  # every rank's shards are on disk before the swap
+        if self.global_rank == 0:
+            replace_directory(staging, path)
+        self.barrier("sharded checkpoint: in place")
+
+
+PARTIAL = ".partial"  # a sharded checkpoint being written: `.last.ckpt.partial`
+
+
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the half-written checkpoints a killed run left in `folder` (one checkpoint's size each)."""
+    """Delete the half-written checkpoints a killed run left in `folder` (one checkpoint's size each): files of
+    `AtomicCheckpointIO` whose writer is dead, and sharded directories (called before this run saves any)."""
     for tmp in stale_temporaries(folder, "*.ckpt"):
         log.info("removing %s, a checkpoint its killed writer left half-written", tmp)
         tmp.unlink(missing_ok=True)
+    for partial in [*folder.glob(f".*.ckpt{PARTIAL}"), *folder.glob(".*.ckpt.old")]:
+        log.info("removing %s, a sharded checkpoint a killed run left half-written or half-replaced", partial)
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def collect_random_state() -> dict:

@@ -100,12 +100,13 @@ def run_dir(trainer_config: TrainerConfig, stage: str) -> Path:
 
 def build_strategy(tc: TrainerConfig):
     """`tc.strategy` as Lightning takes it; "fsdp" means FSDP2: a `ModelParallelStrategy` whose whole mesh is data
-    parallel (the modules shard themselves in `configure_model`), saving sharded checkpoints (directories)."""
+    parallel (the modules shard themselves in `configure_model`), saving sharded checkpoints (directories, each
+    written beside its name and swapped in whole: resumable.py)."""
     if tc.strategy != "fsdp":
         return tc.strategy
-    from lightning.pytorch.strategies import ModelParallelStrategy
+    from audiolm_pl.resumable import AtomicShardedStrategy
 
-    return ModelParallelStrategy(data_parallel_size=tc.num_nodes * _devices_per_node(tc), tensor_parallel_size=1,
+    return AtomicShardedStrategy(data_parallel_size=tc.num_nodes * _devices_per_node(tc), tensor_parallel_size=1,
                                  save_distributed_checkpoint=True)
 
 

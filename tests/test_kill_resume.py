@@ -146,3 +146,32 @@ def test_checkpoints_on_the_clock_and_every_n_steps_share_one_last_checkpoint(to
     assert [step for name, step in saved if name == "last.ckpt"] == [2, 3]  # off by default: no save on the clock
     with pytest.raises(ValueError, match="trainer.checkpoint_every_minutes must be a positive number of minutes"):
         load_stage_config("semantic", "tiny", "cpu", ["trainer.checkpoint_every_minutes=0"])
+
+
+# -- sharded (FSDP2) checkpoints: a directory swapped in whole ---------------------------------------
+
+@pytest.mark.parametrize("exchange", [True, False])  # False: a file system without renameat2's exchange
+def test_a_sharded_checkpoint_directory_is_replaced_whole(tmp_path, monkeypatch, exchange):
+    from audiolm_pl import fileio
+    from audiolm_pl.resumable import remove_stale_temporaries
+
+    if not exchange:
+        monkeypatch.setattr(fileio, "_exchange", lambda first, second: (_ for _ in ()).throw(OSError("EINVAL")))
+
+    def sharded(path: Path, step: int) -> Path:
+        path.mkdir()
+        for name in ("__0_0.distcp", "__1_0.distcp", ".metadata", "meta.pt"):
+            (path / name).write_text(f"step {step}")
+        return path
+
+    last = tmp_path / "last.ckpt"
+    fileio.replace_directory(sharded(tmp_path / ".last.ckpt.partial", 1), last)  # the first save: a rename
+    fileio.replace_directory(sharded(tmp_path / ".last.ckpt.partial", 2), last)  # later ones: a swap
+    assert {p.read_text() for p in last.iterdir()} == {"step 2"}  # no shard of step 1 left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    sharded(tmp_path / ".last.ckpt.partial", 3)  # a save killed while writing
+    remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    (tmp_path / "file.ckpt").write_text("a single-file checkpoint of another strategy")
+    fileio.replace_directory(sharded(tmp_path / ".file.ckpt.partial", 4), tmp_path / "file.ckpt")
+    assert {p.read_text() for p in (tmp_path / "file.ckpt").iterdir()} == {"step 4"}
