@@ -31,6 +31,9 @@ DISPATCH = {
     ("checkpoint", "consolidate", "runs/coarse"): ("audiolm_pl.jobs.cli", "_run_consolidate"),
     ("generate", "--pipeline", "p.yaml", "--out", "o.wav"): ("audiolm_pl.inference.cli", "_run"),
     ("eval", "--pipeline", "p.yaml", "--shards", "s"): ("audiolm_pl.evaluation.cli", "_run"),
+    ("export", "--pipeline", "p.yaml", "out"): ("audiolm_pl.inference.cli", "_export"),
+    ("detector-shards", "out", "--generated", "g"): ("audiolm_pl.detector.cli", "_run_shards"),
+    ("detect", "runs/detector", "a.wav"): ("audiolm_pl.detector.cli", "_run_detect"),
 }
 
 
