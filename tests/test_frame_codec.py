@@ -148,3 +148,17 @@ def test_cli_roundtrip_encode_decode(trained_frame_codec, tmp_path, capsys):
     assert main(["codec", "decode", str(trained_frame_codec), str(tmp_path / "c.safetensors"), str(tmp_path / "d.wav")]) == 0
     assert "2 of 4 quantizers" in capsys.readouterr().out
     assert main(["codec", "roundtrip", str(trained_frame_codec), str(source), str(tmp_path / "x.wav"), "--quantizers", "9"]) == 2
+
+
+def test_discriminator_start_counts_restored_generator_steps():
+    """The start of GAN training is read from the generator-step buffer once (not every step: a GPU sync), so a
+    resume that restores the buffer must be seen: a run resumed past `discriminator_start` trains the discriminator."""
+    from audiolm_pl.codec.lightning import CodecModule
+
+    config = load_stage_config("codec", "tiny", overrides=["loss.adversarial=1.0", "loss.discriminator_start=2"])
+    module = CodecModule(config)
+    assert not module.discriminator_active  # step 0 of 2
+    state = {"generator_steps": torch.tensor(5)}
+    module.load_state_dict({**module.state_dict(), **state})
+    module.on_load_checkpoint({})  # what Lightning calls when it restores a checkpoint
+    assert module.discriminator_active

@@ -102,6 +102,7 @@ class CodecModule(L.LightningModule):
         self.mel_distance = MultiScaleMelLoss(run_config.model.sample_rate)  # the metric: the same windows for every config
         self.stft_loss = MultiResolutionSTFTLoss(run_config.loss.stft_sizes)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self._host_generator_steps: int | None = None  # its host copy: reading the buffer every step would sync a GPU
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.validation = CodecValidation(self)
         self.save_hyperparameters({"stage": "codec", "config": to_dict(run_config),
@@ -111,7 +112,12 @@ class CodecModule(L.LightningModule):
     def discriminator_active(self) -> bool:
         weights = self.run_config.loss
         uses_gan = weights.adversarial > 0 or weights.feature_matching > 0
-        return uses_gan and int(self.generator_steps) >= weights.discriminator_start
+        if self._host_generator_steps is None:  # once per fit or resume, not once per step
+            self._host_generator_steps = int(self.generator_steps)
+        return uses_gan and self._host_generator_steps >= weights.discriminator_start
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._host_generator_steps = None  # the restored buffer is read again on first use
 
     def on_fit_start(self) -> None:
         check_dead_code_threshold(self.run_config, self.trainer.world_size)
@@ -143,6 +149,8 @@ class CodecModule(L.LightningModule):
             for ema_buffer, buffer in zip(self.ema_model.module.buffers(), self.model.buffers()):
                 ema_buffer.copy_(buffer)
             self.generator_steps += 1
+            if self._host_generator_steps is not None:
+                self._host_generator_steps += 1
             logs["train/generator"] = loss_g.detach()
         logs["train/skipped_steps"] = self.skipped_steps.float()
         self.log_dict(logs, prog_bar=False, batch_size=wav.shape[0])
