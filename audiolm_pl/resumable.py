@@ -83,8 +83,8 @@ def collect_random_state() -> dict:
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position,
                                                        has_gauss, gauss], "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this rank's device only: `_all` would open a context on every visible GPU
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -94,7 +94,7 @@ def restore_random_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     random.setstate(_as_tuples(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _as_tuples(value):
