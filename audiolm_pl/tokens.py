@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from audiolm_pl.shareable import Shareable
+
 TokenKind = Literal["acoustic", "semantic"]
 
 
@@ -152,7 +154,7 @@ def require_same_spec(
     )
 
 
-class TokenProducer(nn.Module, abc.ABC):
+class TokenProducer(Shareable, nn.Module, abc.ABC):
     """What the codec and the semantic tokenizer share: audio rate, frame rate, an identity and a spec."""
 
     token_kind: TokenKind

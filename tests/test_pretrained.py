@@ -209,3 +209,26 @@ def test_export_command_writes_the_main_jobs_pipeline(tiny_run, tmp_path):
                     for model in (AudioLM.from_config(pipeline), AudioLM.from_pretrained(out)))
     assert torch.equal(first.codes, again.codes)
     torch.testing.assert_close(first.wav, again.wav)
+
+
+def test_every_stage_class_saves_and_loads_itself(stages, tmp_path):
+    """The method spelling: `stage.save_pretrained(dir)` and `Class.from_pretrained(dir)` for the codec, the
+    tokenizer, our SSL model and an LM; a folder of another kind of stage is refused by the class."""
+    from audiolm_pl.codec.frame_model import FrameCodec
+    from audiolm_pl.lm import LoadedLM
+    from audiolm_pl.semantic.ssl_model import SSLModel
+    from audiolm_pl.semantic.tokenizer import KMeansSemanticTokenizer
+    from audiolm_pl.tokens import AcousticCodec
+
+    model, wav = stages.model, stages.voices[0][None]
+    codec = type(model.codec).from_pretrained(model.codec.save_pretrained(tmp_path / "codec"))
+    assert torch.equal(codec.encode(wav), model.codec.encode(wav)) and isinstance(codec, AcousticCodec)
+    tokenizer = KMeansSemanticTokenizer.from_pretrained(model.semantic_tokenizer.save_pretrained(tmp_path / "tok"))
+    assert torch.equal(tokenizer.encode(wav), model.semantic_tokenizer.encode(wav))
+    coarse = LoadedLM.from_pretrained(model.coarse_lm.save_pretrained(tmp_path / "coarse"))
+    assert coarse.stage == "coarse" and coarse.layout == model.coarse_lm.layout
+    ssl = SSLModel.from_pretrained(stages.ssl.save_pretrained(tmp_path / "ssl"))
+    for name, tensor in stages.ssl.state_dict().items():
+        assert torch.equal(ssl.state_dict()[name], tensor), name
+    with pytest.raises(TypeError, match="holds a LoadedLM, not a FrameCodec"):
+        FrameCodec.from_pretrained(tmp_path / "coarse")

@@ -29,6 +29,7 @@ from audiolm_pl.lm.sampling import SamplingConfig, generate
 from audiolm_pl.lm.stages import RUN_CONFIGS
 from audiolm_pl.lm.transformer import TransformerLM
 from audiolm_pl.lm.windows import frame_windows, ids_in_window, semantic_times
+from audiolm_pl.shareable import Shareable
 from audiolm_pl.tokens import ProducerMismatch, TokenSpec, require_same_spec
 
 
@@ -36,7 +37,7 @@ PRODUCER_KINDS = {"semantic": "semantic tokenizer", "acoustic": "codec"}  # who 
 
 
 @dataclass
-class LoadedLM:
+class LoadedLM(Shareable):
     stage: str  # "semantic" | "coarse" | "fine"
     model: TransformerLM  # eval mode
     layout: Layout  # as stored in the checkpoint

@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from audiolm_pl.shareable import Shareable
+
 
 @dataclass
 class SSLModelConfig:
@@ -77,7 +79,7 @@ def hf_config(config: SSLModelConfig):
     )
 
 
-class SSLModel(nn.Module):
+class SSLModel(Shareable, nn.Module):
     def __init__(self, config: SSLModelConfig):
         super().__init__()
         from transformers import HubertModel, Wav2Vec2Model
