@@ -1,0 +1,87 @@
+"""Music measures (evaluation/music.py) on synthetic signals whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audiolm_pl.evaluation.music import (PITCH_CLASSES, compare_clips, music_measures, onset_rate, onset_times,
+                                         pitch_centroid, pitch_class_histogram)
+
+RATE = 16000
+
+
+def midi_hz(pitch: float) -> float:
+    return 440.0 * 2 ** ((pitch - 69) / 12)
+
+
+def piano_note(pitch: float, seconds: float, rate: int = RATE) -> np.ndarray:
+    """A struck note: 6 harmonics, amplitude 1/k, exponential decay (time constant 0.3 s)."""
+    t = np.arange(int(seconds * rate)) / rate
+    tone = sum(np.sin(2 * np.pi * k * midi_hz(pitch) * t) / k for k in range(1, 7))
+    return 0.2 * tone * np.exp(-t / 0.3)
+
+
+def notes(pitches: list[float], per_second: float, seconds: float) -> np.ndarray:
+    """Notes struck every 1 / per_second s, cycling through `pitches`."""
+    step = int(RATE / per_second)
+    wav = np.zeros(int(seconds * RATE))
+    for index, start in enumerate(range(0, len(wav), step)):
+        note = piano_note(pitches[index % len(pitches)], step / RATE)
+        wav[start : start + len(note)] += note[: len(wav) - start]
+    return wav
+
+
+@pytest.mark.parametrize("per_second", [2.0, 4.0, 8.0])
+def test_click_train_onset_rate(per_second):
+    wav = 0.01 * np.random.default_rng(0).standard_normal(4 * RATE)  # a quiet noise floor
+    wav[:: int(RATE / per_second)] += 0.8
+    assert onset_rate(wav, RATE) == pytest.approx(per_second, abs=0.26)  # 4 s: at most one onset off
+
+
+def test_onsets_land_on_the_notes():
+    wav = notes([60, 64, 67], per_second=3.0, seconds=3.0)
+    times = onset_times(wav, RATE)  # the note at 0 s has no silence before it to rise from: not an onset
+    assert len(times) == 8
+    assert np.abs(times - np.arange(1, 9) / 3.0).max() <= 0.03
+
+
+def test_held_tone_and_silence_have_no_onsets():
+    t = np.arange(3 * RATE) / RATE
+    assert onset_rate(0.3 * np.sin(2 * np.pi * 261.63 * t), RATE) <= 1 / 3  # at most the first frame
+    assert onset_rate(np.zeros(3 * RATE), RATE) == 0.0
+
+
+def test_c_major_chord_peaks_at_c_e_g():
+    t = np.arange(2 * RATE) / RATE
+    chord = sum(np.sin(2 * np.pi * midi_hz(p) * t) for p in (60, 64, 67))  # C4 E4 G4
+    histogram = pitch_class_histogram(chord, RATE)
+    top = {PITCH_CLASSES[i] for i in np.argsort(histogram)[-3:]}
+    assert top == {"C", "E", "G"} and histogram.sum() == pytest.approx(1.0)
+    assert histogram[[0, 4, 7]].sum() > 0.9
+
+
+def test_struck_notes_keep_their_pitch_classes_through_harmonics():
+    """Harmonics 3 and 5 of C are G and E: a C-major arpeggio of struck notes still peaks at C, E, G."""
+    histogram = pitch_class_histogram(notes([48, 52, 55, 60], 4.0, 4.0), RATE)
+    assert {PITCH_CLASSES[i] for i in np.argsort(histogram)[-3:]} == {"C", "E", "G"}
+
+
+def test_pitch_centroid_of_a4_is_midi_69():
+    t = np.arange(RATE) / RATE
+    assert pitch_centroid(np.sin(2 * np.pi * 440.0 * t), RATE) == pytest.approx(69.0, abs=0.2)
+
+
+def test_compare_clips_tells_a_faithful_continuation_from_a_changed_one():
+    prompt = notes([60, 64, 67], 4.0, 4.0)  # C major, 4 notes/s, around C4
+    same = compare_clips(prompt, notes([64, 67, 60], 4.0, 4.0), RATE)
+    other = compare_clips(prompt, notes([61, 66, 70], 1.0, 4.0), RATE)  # C# F# A#, 1 note/s
+    up = compare_clips(prompt, notes([72, 76, 79], 4.0, 4.0), RATE)  # the same chord an octave higher
+    assert same.onset_rate_ratio == pytest.approx(1.0, abs=0.1) and same.pitch_class_l1 < 0.2
+    assert other.onset_rate_ratio == pytest.approx(0.25, abs=0.1) and other.pitch_class_l1 > 1.0
+    assert up.pitch_shift_semitones == pytest.approx(12.0, abs=1.5) and up.pitch_class_l1 < 0.3
+
+
+def test_silence_measures_nothing():
+    measures = music_measures(np.zeros(RATE), RATE)
+    assert measures.onset_rate == 0.0 and sum(measures.pitch_classes) == 0.0 and np.isnan(measures.pitch_centroid)
