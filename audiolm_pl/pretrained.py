@@ -25,6 +25,7 @@ check there; an LM folder's layout must also agree with its TokenSpecs (`_check_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -50,6 +51,18 @@ LM_STAGES = ("semantic", "coarse", "fine")
 
 
 # -- folders and weights -------------------------------------------------------------------------------------
+def folder_hash(folder: str | Path, length: int = 16) -> str:
+    """A short sha256 of a stage folder's files (names and bytes, sorted; `features/` included): what token
+    shards record as the hash of a codec or tokenizer given as a folder."""
+    folder, digest = Path(folder), hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:length]
+
+
 def is_pretrained_folder(path: str | Path) -> bool:
     """True for a folder written by `save_pretrained` (it holds `audiolm_pl.json`)."""
     return (Path(path) / METADATA).is_file()

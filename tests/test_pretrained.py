@@ -232,3 +232,22 @@ def test_every_stage_class_saves_and_loads_itself(stages, tmp_path):
         assert torch.equal(ssl.state_dict()[name], tensor), name
     with pytest.raises(TypeError, match="holds a LoadedLM, not a FrameCodec"):
         FrameCodec.from_pretrained(tmp_path / "coarse")
+
+
+def test_tokenize_takes_exported_folders(stages, audio_shards, tmp_path):
+    """`tokenize --codec FOLDER --semantic FOLDER`: the codes and ids are those of the stages that were exported,
+    and the shards record the folders' hashes."""
+    from audiolm_pl.data.shard_io import iter_samples
+    from audiolm_pl.jobs.cli import tokenize_with_checkpoints
+    from audiolm_pl.pretrained import folder_hash
+
+    report = tokenize_with_checkpoints(stages.folder / "codec", stages.folder / "semantic_tokenizer", audio_shards.val,
+                                       tmp_path / "tokens")
+    assert report.samples > 0
+    audio = {s.key: s.audio for s in iter_samples(audio_shards.val, 16000)}
+    for sample in iter_samples(tmp_path / "tokens"):
+        wav = torch.from_numpy(audio[sample.key])[None]
+        assert torch.equal(torch.from_numpy(sample.acoustic), stages.model.codec.encode(wav)[0])
+        assert torch.equal(torch.from_numpy(sample.semantic), stages.model.semantic_tokenizer.encode(wav)[0])
+    header = json.loads(next((tmp_path / "tokens").glob("*.json")).read_text())
+    assert header["codec_hash"] == folder_hash(stages.folder / "codec")

@@ -24,11 +24,17 @@ __all__ = ["CodecOutput", "FSQConfig", "FrameCodec", "FrameCodecConfig", "Quanti
 
 def codec_hash(name: str | Path) -> str:
     """The `codec_hash` token shards record: the checkpoint file's sha256, or for `hf:DIR` that of the
-    folder's config.json and safetensors weights."""
+    folder's config.json and safetensors weights, or for a `save_pretrained` folder that of its
+    `audiolm_pl.json` and weights."""
+    from audiolm_pl.pretrained import folder_hash as export_hash
+    from audiolm_pl.pretrained import is_pretrained_folder
+
     if is_hf_codec(name):
         from audiolm_pl.codec.hf import folder_hash, parse_hf_codec
 
         return folder_hash(parse_hf_codec(name).path)
+    if is_pretrained_folder(name):
+        return export_hash(name)
     from audiolm_pl.checkpoint import file_hash
 
     return file_hash(name)

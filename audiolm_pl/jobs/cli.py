@@ -85,14 +85,16 @@ def tokenize_with_checkpoints(codec: str | Path, semantic: str | Path, in_shards
     preset = load_config(TrainerConfig, resolve_config_path("trainer", trainer))
     trainer_kwargs = {"accelerator": preset.accelerator, "devices": preset.devices, "num_nodes": preset.num_nodes,
                       "strategy": preset.strategy, "precision": "32-true"}  # codes must not depend on bf16 rounding
-    codec_path = codec if is_hf_codec(codec) else resolve_checkpoint_path(codec)
+    from audiolm_pl.pretrained import folder_hash, is_pretrained_folder, tokenizer_file
+
+    codec_path = codec if is_hf_codec(codec) or is_pretrained_folder(codec) else resolve_checkpoint_path(codec)
     return tokenize_shards(
         load_codec(codec_path),
-        load_tokenizer(semantic),
+        load_tokenizer(tokenizer_file(semantic)),
         str(in_shards),
         str(out_shards),
         codec_hash=codec_hash(codec_path),
-        semantic_hash=file_hash(semantic),
+        semantic_hash=folder_hash(semantic) if is_pretrained_folder(semantic) else file_hash(semantic),
         batch_size=batch_size,
         trainer_kwargs=trainer_kwargs,
     )

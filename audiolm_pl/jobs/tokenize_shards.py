@@ -105,15 +105,16 @@ class TokenizeModule(L.LightningModule):
         if batch["wav"].numel() == 0:
             return []
         wav = batch["wav"].to(self.device)  # (B, T_max)
-        ids = self.tokenizer.encode(wav).cpu()  # (B, T_s)
         semantic_spec, acoustic_spec = self.tokenizer.token_spec, self.codec.token_spec
         clips = []
         for row, length in enumerate(batch["lengths"].tolist()):
-            # each clip at its own length: a non-causal codec (the frame codec) would read the batch padding
-            codes = self.codec.encode(wav[row : row + 1, :length]).cpu()[0]  # (T_a', Q)
-            # padding follows the clip, so the first `num_frames(length)` frames are the clip's own
+            # each clip at its own length, as `AudioLM` encodes a prompt: a non-causal codec (the frame codec) or
+            # feature model (an SSL / HF transformer, which attends over the whole input) would read the padding
+            clip = wav[row : row + 1, :length]  # (1, T)
+            codes = self.codec.encode(clip).cpu()[0]  # (T_a', Q)
+            ids = self.tokenizer.encode(clip).cpu()[0]  # (T_s',)
             clips.append({
-                "semantic": ids[row, : semantic_spec.num_frames(length)].numpy(),  # (T_s,)
+                "semantic": ids[: semantic_spec.num_frames(length)].numpy(),  # (T_s,)
                 "acoustic": codes[: acoustic_spec.num_frames(length)].numpy(),  # (T_a, Q)
                 "seconds": length / acoustic_spec.sample_rate,
             })
