@@ -52,6 +52,9 @@ for _entry in (
     StageEntry("semantic", "lm/semantic", "audiolm_pl.lm.stages:SemanticRunConfig", "audiolm_pl.lm.stages:build_semantic"),
     StageEntry("coarse", "lm/coarse", "audiolm_pl.lm.stages:CoarseRunConfig", "audiolm_pl.lm.stages:build_coarse"),
     StageEntry("fine", "lm/fine", "audiolm_pl.lm.stages:FineRunConfig", "audiolm_pl.lm.stages:build_fine"),
+    # the parallel acoustic stage, in place of coarse + fine (docs/soundstorm.md)
+    StageEntry("soundstorm", "soundstorm", "audiolm_pl.soundstorm.stage:SoundStormRunConfig",
+               "audiolm_pl.soundstorm.stage:build"),
     # not a generation stage: the classifier of real vs our synthetic audio (docs/detector.md)
     StageEntry("detector", "detector", "audiolm_pl.detector.lightning:DetectorRunConfig",
                "audiolm_pl.detector.lightning:build"),
