@@ -11,7 +11,9 @@ JSON and a `pipeline.yaml`, audiolm_pl/pretrained.py) that `AudioLM.from_pretrai
 Every TokenSpec is checked when it is built: a stage trained on other tokens is refused with a message
 that names both sides. So is a codec or semantic tokenizer whose `identity()` differs from the one that
 made an LM's training tokens (same spec, other ids), unless `allow_producer_swap` is set. Swapping a
-stage = editing one path; paths in a pipeline YAML are relative to the YAML's folder.
+stage = editing one path; paths in a pipeline YAML are relative to the YAML's folder. `acoustic_stage:
+soundstorm` with `soundstorm: RUN` makes the acoustics with one parallel model in place of the coarse and
+fine LMs (docs/soundstorm.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import AcousticOnlyCoarseLayout, dedup_consecutive
 from audiolm_pl.lm.sampling import stage_progress
+from audiolm_pl.soundstorm.stage import LoadedSoundStorm, load_soundstorm
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch, require_same_spec
 
 log = logging.getLogger(__name__)
@@ -64,13 +67,18 @@ class PipelineSampling:
 @dataclass
 class PipelineConfig:
     # in a YAML file, relative paths are relative to its folder (config.py)
-    FILE_RELATIVE_PATHS: ClassVar[tuple[str, ...]] = ("codec", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm")
+    FILE_RELATIVE_PATHS: ClassVar[tuple[str, ...]] = ("codec", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm",
+                                                      "soundstorm")
 
     codec: str = "outputs/main/runs/codec"  # codec checkpoint, run directory or save_pretrained folder (each stage)
     semantic_tokenizer: str = "outputs/main/semantic/tokenizer.safetensors"  # the file, or its exported folder
     semantic_lm: str = "outputs/main/runs/semantic"  # "": none (an acoustic-only coarse LM needs none)
     coarse_lm: str = "outputs/main/runs/coarse"
     fine_lm: str = "outputs/main/runs/fine"
+    # what makes the acoustic codes: "coarse_fine" (the paper's two LMs above) | "soundstorm" (one parallel model,
+    # the checkpoint `soundstorm`; coarse_lm and fine_lm are then not loaded)
+    acoustic_stage: str = "coarse_fine"
+    soundstorm: str = ""
     sampling: PipelineSampling = field(default_factory=PipelineSampling)  # default: each LM's own
     prompt_seconds: float = 3.0  # the CLI keeps this much of a prompt file
     # semantic ids per semantic frame left after deduplication, to size unconditional generation by a semantic LM
@@ -92,20 +100,26 @@ class GenerationResult:
 
 class AudioLM(nn.Module):
     def __init__(self, codec: AcousticCodec, semantic_tokenizer: SemanticTokenizer, semantic_lm: Optional[LoadedLM],
-                 coarse_lm: LoadedLM, fine_lm: LoadedLM, sampling: Optional[PipelineSampling] = None,
+                 coarse_lm: Optional[LoadedLM], fine_lm: Optional[LoadedLM], sampling: Optional[PipelineSampling] = None,
                  names: Optional[dict[str, str]] = None, allow_producer_swap: bool = False,
-                 dedup_density: float = 0.6, prompt_seconds: float = 3.0):
+                 dedup_density: float = 0.6, prompt_seconds: float = 3.0, soundstorm: Optional[LoadedSoundStorm] = None):
         super().__init__()
         if not 0 < dedup_density <= 1:
             raise ValueError(f"dedup_density must be in (0, 1] (ids per semantic frame after deduplication); "
                              f"got {dedup_density}")
         self.codec, self.semantic_tokenizer = codec.eval(), semantic_tokenizer.eval()
-        self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
+        two_lms = coarse_lm is not None and fine_lm is not None
+        if (soundstorm is None) != two_lms or (soundstorm is not None and (coarse_lm is not None or fine_lm is not None)):
+            raise ValueError("AudioLM makes acoustics with either a coarse and a fine LM or a SoundStorm model "
+                             "(acoustic_stage: soundstorm), not both or neither")
+        self.semantic_lm, self.coarse_lm, self.fine_lm, self.soundstorm = semantic_lm, coarse_lm, fine_lm, soundstorm
         # registered so .to(device) moves the LMs too
         self.lms = nn.ModuleDict({stage: lm.model for stage, lm in
-                                  (("semantic", semantic_lm), ("coarse", coarse_lm), ("fine", fine_lm)) if lm is not None})
+                                  (("semantic", semantic_lm), ("coarse", coarse_lm), ("fine", fine_lm),
+                                   ("soundstorm", soundstorm)) if lm is not None})
         if semantic_lm is None and not self.acoustic_only:
-            raise ValueError(f"coarse LM ({coarse_lm.path}) reads semantic ids, so the pipeline needs a semantic LM; "
+            reader = f"coarse LM ({coarse_lm.path})" if soundstorm is None else f"SoundStorm ({soundstorm.path})"
+            raise ValueError(f"{reader} reads semantic ids, so the pipeline needs a semantic LM; "
                              "only an acoustic-only coarse LM (layout=acoustic_only) generates without one")
         self.sampling = sampling or PipelineSampling()
         self.names = {"codec": "codec", "semantic_tokenizer": "semantic tokenizer", **(names or {})}
@@ -128,12 +142,14 @@ class AudioLM(nn.Module):
             "codec": f"codec ({config.codec})",
             "semantic_tokenizer": f"semantic tokenizer ({config.semantic_tokenizer})",
         }
+        parallel = _soundstorm_chosen(config)
         model = cls(
             load_codec(config.codec),
             load_tokenizer(tokenizer_file(config.semantic_tokenizer)),
             load_lm(config.semantic_lm, expected_stage="semantic") if config.semantic_lm else None,
-            load_lm(config.coarse_lm, expected_stage="coarse"),
-            load_lm(config.fine_lm, expected_stage="fine"),
+            None if parallel else load_lm(config.coarse_lm, expected_stage="coarse"),
+            None if parallel else load_lm(config.fine_lm, expected_stage="fine"),
+            soundstorm=load_soundstorm(config.soundstorm) if parallel else None,
             sampling=config.sampling,
             names=names,
             allow_producer_swap=config.allow_producer_swap,
@@ -171,6 +187,9 @@ class AudioLM(nn.Module):
 
         if self.semantic_lm is None:
             raise ValueError("save_pretrained writes all five stages; this pipeline has no semantic LM (acoustic-only)")
+        if self.soundstorm is not None:
+            raise ValueError("save_pretrained writes the coarse and fine LMs; a SoundStorm pipeline is shared as its "
+                             "pipeline YAML and checkpoints")
 
         stages = {"codec": self.codec, "semantic_tokenizer": self.semantic_tokenizer, "semantic_lm": self.semantic_lm,
                   "coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm}
@@ -190,6 +209,9 @@ class AudioLM(nn.Module):
     def check_specs(self) -> None:
         """Refuse stages that were trained on other tokens than these producers make."""
         semantic_spec, acoustic_spec = self.semantic_tokenizer.token_spec, self.codec.token_spec
+        if self.soundstorm is not None:
+            self._check_soundstorm_specs()
+            return
         for lm in (self.semantic_lm, self.coarse_lm):
             if lm is not None:
                 lm.require_specs("semantic", semantic_spec, self.names["semantic_tokenizer"])
@@ -207,13 +229,23 @@ class AudioLM(nn.Module):
                 f"fine LM ({self.fine_lm.path}) was trained on {fine_context} coarse levels as context"
             )
 
+    def _check_soundstorm_specs(self) -> None:
+        """SoundStorm reads both token kinds, and each semantic id at its time (so not deduplicated ones)."""
+        for lm in (self.semantic_lm, self.soundstorm):
+            lm.require_specs("semantic", self.semantic_tokenizer.token_spec, self.names["semantic_tokenizer"])
+        self.soundstorm.require_specs("acoustic", self.codec.token_spec, self.names["codec"])
+        if self.semantic_lm.layout.dedup:
+            raise TokenSpecMismatch(
+                f"SoundStorm ({self.soundstorm.path}) reads each semantic id at its time; semantic LM "
+                f"({self.semantic_lm.path}) generates deduplicated ids, which have lost it (train it with dedup=false)")
+
     def check_producers(self) -> None:
         """Refuse LMs whose training tokens another codec / semantic tokenizer made (unless allowed)."""
         makers = {"semantic": (self.semantic_tokenizer.identity(), self.names["semantic_tokenizer"]),
                   "acoustic": (self.codec.identity(), self.names["codec"])}
-        readers = {"semantic": tuple(lm for lm in (self.semantic_lm, self.coarse_lm) if lm is not None),
-                   "acoustic": (self.coarse_lm, self.fine_lm)}
-        for lm in (lm for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm) if lm is not None):
+        readers = {"semantic": tuple(lm for lm in (self.semantic_lm, self.coarse_lm, self.soundstorm) if lm is not None),
+                   "acoustic": tuple(lm for lm in (self.coarse_lm, self.fine_lm, self.soundstorm) if lm is not None)}
+        for lm in (lm for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm, self.soundstorm) if lm is not None):
             if not lm.producers:
                 log.warning("%s LM (%s) records no producer identities (trained before they were stored): "
                             "cannot check that this codec and semantic tokenizer made its training tokens", lm.stage, lm.path)
@@ -232,7 +264,7 @@ class AudioLM(nn.Module):
     @property
     def acoustic_only(self) -> bool:
         """The paper's ablation: a coarse LM that reads no semantic ids, so no semantic stage runs."""
-        return isinstance(self.coarse_lm.layout, AcousticOnlyCoarseLayout)
+        return self.coarse_lm is not None and isinstance(self.coarse_lm.layout, AcousticOnlyCoarseLayout)
 
     def stage_sampling(self, stage: str) -> SamplingConfig:
         """The sampling `stage` generates with: the pipeline's override if it gives one, else its LM's own."""
@@ -317,13 +349,17 @@ class AudioLM(nn.Module):
 
     def _time_aligned_coarse(self) -> bool:
         """A coarse LM that reads each semantic id at its time (not the paper's deduplicated prefix)."""
-        return isinstance(self.coarse_lm.layout, (InterleavedLayout, AlignedCoarseLayout))
+        return self.coarse_lm is not None and isinstance(self.coarse_lm.layout, (InterleavedLayout, AlignedCoarseLayout))
 
     def _acoustics(self, semantic: torch.Tensor, codes_prompt: Optional[torch.Tensor], frames: int, generator,
                    prompt_ids: int = 0) -> torch.Tensor:
         """semantic (B, T_s), the first `prompt_ids` of them the prompt's (raw, at their times), + optional prompt
         codes (B, T_p, Q) -> all codes (B, frames, L), L <= Q the levels the fine LM completes. Outputs longer
-        than the LMs' trained context are made as `lm/windows.py` says for each layout."""
+        than the LMs' trained context are made as `lm/windows.py` says for each layout. With a SoundStorm model:
+        all its levels at once, by parallel decoding (soundstorm/decoding.py)."""
+        if self.soundstorm is not None:
+            with stage_progress("soundstorm"):
+                return self.soundstorm.generate(semantic, frames, codes_prompt, generator=generator)  # (B, frames, L)
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
         with stage_progress("coarse"):
@@ -335,6 +371,15 @@ class AudioLM(nn.Module):
             fine = generate_fine(self.fine_lm, coarse, fine_prompt, self.stage_sampling("fine"),
                                  generator=generator)  # (B, frames, L - Q')
         return torch.cat([coarse, fine], dim=2)  # (B, frames, L)
+
+
+def _soundstorm_chosen(config: PipelineConfig) -> bool:
+    """True for `acoustic_stage: soundstorm` (which then needs `soundstorm`), False for the coarse and fine LMs."""
+    if config.acoustic_stage not in ("coarse_fine", "soundstorm"):
+        raise ValueError(f"pipeline acoustic_stage must be 'coarse_fine' or 'soundstorm', got {config.acoustic_stage!r}")
+    if config.acoustic_stage == "soundstorm" and not config.soundstorm:
+        raise ValueError("pipeline acoustic_stage: soundstorm needs `soundstorm:` the SoundStorm checkpoint or run directory")
+    return config.acoustic_stage == "soundstorm"
 
 
 def _as_batch(wav: torch.Tensor, num_samples: int) -> torch.Tensor:

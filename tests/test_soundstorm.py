@@ -1,0 +1,188 @@
+"""The SoundStorm-style parallel acoustic stage: its training mask, its parallel decoding, training from real token
+shards, and swapping it for the coarse + fine LMs in `AudioLM`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from audiolm_pl.soundstorm.decoding import SoundStormSampling, decode_level, generate_soundstorm
+from audiolm_pl.soundstorm.masking import mask_batch
+from audiolm_pl.soundstorm.model import SoundStormConfig, SoundStormModel, align_semantic
+from audiolm_pl.training import load_stage_config, train_stage
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+C, L = 16, 4  # codebook size (MASK = C), levels
+
+
+def tiny_model(position: str = "t5", context: int = 40) -> SoundStormModel:
+    torch.manual_seed(0)
+    return SoundStormModel(SoundStormConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, max_seq_len=context,
+                                            position=position), semantic_vocab=12, codebook_size=C, num_levels=L,
+                           frames_per_id=2)
+
+
+# -- the training mask ----------------------------------------------------------------------------------
+
+def test_mask_keeps_prompt_and_lower_levels_masks_higher_levels_and_spares_padding():
+    codes = torch.randint(0, C, (64, 30, L))
+    frames = torch.ones(64, 30, dtype=torch.bool)
+    frames[::2, 22:] = False  # every other row: 22 real frames, then padding
+    masked = mask_batch(codes, frames, C, max_prompt_share=0.5, generator=torch.Generator().manual_seed(0))
+    is_mask = masked.codes == C  # (B, T, L)
+    for row in range(64):
+        q, prompt, real = int(masked.level[row]), int(masked.prompt_frames[row]), int(frames[row].sum())
+        assert 0 <= prompt <= real // 2
+        assert not is_mask[row, :prompt].any()  # prompt frames whole, at every level
+        assert not is_mask[row, real:].any() and not masked.loss_mask[row, real:].any()  # padding: no mask, no loss
+        assert not is_mask[row, :, :q].any()  # levels below q known
+        assert is_mask[row, prompt:real, q + 1:].all()  # levels above q masked after the prompt
+        assert torch.equal(is_mask[row, :, q], masked.loss_mask[row])  # the loss is on level q's masked frames
+        assert masked.loss_mask[row].sum() >= 1
+    assert torch.equal(masked.codes[~is_mask], codes[~is_mask])  # what is not masked is the input itself
+    assert set(masked.level.tolist()) == set(range(L))
+
+
+def test_masked_share_follows_the_cosine_schedule():
+    # mean of cos(pi / 2 * u), u ~ U(0, 1), is 2 / pi; a linear schedule would give 0.5, a constant one its value
+    rows, frames = 4096, 200
+    masked = mask_batch(torch.zeros(rows, frames, L, dtype=torch.long), torch.ones(rows, frames, dtype=torch.bool), C,
+                        max_prompt_share=0.0, generator=torch.Generator().manual_seed(1))
+    share = masked.loss_mask.float().mean(dim=1)  # (rows,)
+    assert abs(share.mean().item() - 2 / math.pi) < 0.015
+    # the distribution, not only its mean: share > cos(pi / 2 * x) exactly when u < x, with probability x
+    for x in (0.25, 0.5, 0.75):
+        assert abs((share > math.cos(math.pi / 2 * x) + 1 / frames).float().mean().item() - x) < 0.03
+    counts = torch.bincount(masked.level, minlength=L).float() / rows  # uniform level
+    assert (counts - 1 / L).abs().max() < 0.03
+
+
+# -- the model ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("position", ["t5", "rotary"])
+def test_every_frame_sees_every_frame_and_no_frame_sees_padding(position):
+    model = tiny_model(position).eval()
+    semantic, codes = torch.randint(0, 12, (1, 20)), torch.randint(0, C, (1, 20, L))
+    last = codes.clone()
+    last[0, -1] = (last[0, -1] + 1) % C
+    assert not torch.allclose(model(semantic, codes)[0, 0], model(semantic, last)[0, 0])  # frame 0 reads the last one
+    frames = torch.ones(1, 20, dtype=torch.bool)
+    frames[0, 15:] = False
+    other = codes.clone()
+    other[0, 15:] = (other[0, 15:] + 1) % C
+    hidden = model(semantic, codes, frames), model(semantic, other, frames)
+    assert torch.allclose(hidden[0][0, :15], hidden[1][0, :15], atol=1e-6)
+    assert not torch.allclose(model(semantic, codes)[0, :15], model(semantic, other)[0, :15])
+
+
+def test_semantic_ids_are_aligned_to_frames_and_padded_past_their_end():
+    aligned = align_semantic(torch.tensor([[5, 7, 9]]), 8, 2, pad_id=12)
+    assert aligned.tolist() == [[5, 5, 7, 7, 9, 9, 12, 12]]
+    assert align_semantic(torch.zeros(2, 0, dtype=torch.long), 3, 2, pad_id=12).tolist() == [[12] * 3] * 2
+
+
+# -- decoding -------------------------------------------------------------------------------------------
+
+def test_each_pass_unmasks_along_the_cosine_schedule():
+    model = tiny_model().eval()
+    codes = torch.full((2, 30, L), C)
+    codes[:, :6] = torch.randint(0, C, (2, 6, L))  # a prompt
+    codes[:, 6:, 0] = C  # level 0 unknown after the prompt: 24 frames
+    seen = []
+    forward = model.forward
+    model.forward = lambda semantic, codes_in, frames=None: (seen.append((codes_in[:, :, 0] == C).sum(1).tolist()),
+                                                             forward(semantic, codes_in))[1]
+    with torch.no_grad():
+        decode_level(model, torch.randint(0, 12, (2, 30)), codes, 0, passes=5, temperature=1.0,
+                     generator=torch.Generator().manual_seed(0))
+    expected = [24] + [math.floor(math.cos(math.pi / 2 * k / 5) * 24) for k in range(1, 5)]
+    assert seen == [[count, count] for count in expected]
+    assert not (codes[:, :, 0] == C).any() and (codes[:, 6:, 1:] == C).all()  # only its own level filled
+
+
+@pytest.mark.parametrize("frames,prompt", [(30, 0), (30, 8), (100, 10)])  # 100 > the 40-frame context: windows
+def test_decoding_fills_every_position_and_keeps_the_prompt(frames, prompt):
+    model = tiny_model(context=40)
+    prompt_codes = torch.randint(0, C, (2, prompt, L + 1)) if prompt else None  # the codec may have more levels
+    sampling = SoundStormSampling(iterations=[4, 2, 1], temperature=0.9, level_temperature=0.5)
+    made = generate_soundstorm(model, torch.randint(0, 12, (2, frames // 2)), frames, prompt_codes, sampling,
+                               torch.Generator().manual_seed(0))
+    assert made.shape == (2, frames, L) and made.min() >= 0 and made.max() < C  # no MASK left
+    if prompt:
+        assert torch.equal(made[:, :prompt], prompt_codes[:, :, :L])
+    again = generate_soundstorm(model, torch.randint(0, 12, (2, frames // 2)), frames, prompt_codes, sampling,
+                                torch.Generator().manual_seed(0))
+    assert not torch.equal(made[:, prompt:], again[:, prompt:])  # other semantic ids: other codes
+    assert model.training  # decoding leaves the model's mode as it found it
+
+
+# -- training from token shards and the swap in AudioLM ---------------------------------------------------
+
+def train_tiny(stage, shards, root, *overrides):
+    config = load_stage_config(stage, "tiny", "cpu", [
+        f"data.train_shards={shards.train}", f"data.val_shards={shards.val}", "data.batch_size=4",
+        f"trainer.output_dir={root}", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "trainer.checkpoint_every_n_steps=2", "trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=1", *overrides])
+    return train_stage(stage, config)
+
+
+@pytest.fixture(scope="module")
+def runs(token_shards, tmp_path_factory):
+    root = tmp_path_factory.mktemp("soundstorm")
+    return train_tiny("soundstorm", token_shards, root), train_tiny("semantic", token_shards, root, "dedup=false")
+
+
+def test_tiny_config_trains_from_token_shards(runs, token_shards):
+    from audiolm_pl.jobs.report import last_scalars
+    from audiolm_pl.soundstorm import load_soundstorm
+
+    figures = last_scalars(runs[0])
+    for tag in ("train/loss", "val/ce", "val/acc"):
+        assert math.isfinite(figures[tag]), tag
+    assert figures["train/loss"] < math.log(token_shards.codec.codebook_size) + 1  # near chance at step 2, not NaN
+    loaded = load_soundstorm(runs[0])
+    assert loaded.token_specs == {"semantic": token_shards.tokenizer.token_spec, "acoustic": token_shards.codec.token_spec}
+    assert loaded.layout.num_levels == token_shards.codec.num_quantizers
+    assert loaded.sampling.iterations == [8, 1, 1, 1]
+
+
+def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_path):
+    from audiolm_pl.config import save_yaml
+    from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig
+    from audiolm_pl.lm import load_lm
+    from audiolm_pl.soundstorm import load_soundstorm
+    from audiolm_pl.tokens import TokenSpecMismatch
+
+    codec, tokenizer = token_shards.codec, token_shards.tokenizer
+    pipeline = tmp_path / "pipeline.yaml"
+    save_yaml(PipelineConfig(codec=str(token_shards.codec_path), semantic_tokenizer=str(token_shards.semantic_path),
+                             semantic_lm=str(runs[1]), coarse_lm=str(tmp_path / "no_such_run"),
+                             fine_lm=str(tmp_path / "no_such_run"), acoustic_stage="soundstorm",
+                             soundstorm=str(runs[0])), pipeline)
+    model = AudioLM.from_config(pipeline)  # coarse_lm / fine_lm are not loaded
+    assert set(model.lms) == {"semantic", "soundstorm"}
+    prompt = torch.randn(8000) * 0.1  # 0.5 s
+    result = model.continue_audio(prompt, seconds=0.4, seed=0)
+    Q = codec.num_quantizers
+    assert result.codes.shape == (1, 25 + 20, Q) and (result.codes < codec.codebook_size).all()
+    assert torch.equal(result.codes[:, :25], codec.encode(prompt[None])[:, :25])  # the prompt's codes kept
+    assert torch.equal(result.wav[0, :8000], prompt) and result.wav.shape[1] >= 8000 + 0.39 * 16000
+    acoustics = model.generate_acoustics(semantic_ids=torch.randint(0, tokenizer.vocab_size, (2, 10)), seed=0)
+    assert acoustics.codes.shape == (2, 20, Q) and acoustics.wav.shape[0] == 2
+    assert model.generate_unconditional(0.2, seed=0).codes.shape == (1, 10, Q)
+
+    semantic, soundstorm = load_lm(runs[1]), load_soundstorm(runs[0])
+    with pytest.raises(ValueError, match="either a coarse and a fine LM or a SoundStorm"):
+        AudioLM(codec, tokenizer, semantic, None, None)
+    other = replace(soundstorm, token_specs={**soundstorm.token_specs,
+                                             "acoustic": replace(codec.token_spec, num_quantizers=Q + 1)})
+    with pytest.raises(TokenSpecMismatch, match="soundstorm"):
+        AudioLM(codec, tokenizer, semantic, None, None, soundstorm=other)
+    dedup = replace(semantic, layout=replace(semantic.layout, dedup=True))
+    with pytest.raises(TokenSpecMismatch, match="deduplicated"):
+        AudioLM(codec, tokenizer, dedup, None, None, soundstorm=soundstorm)
