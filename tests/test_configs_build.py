@@ -157,12 +157,35 @@ def test_lm_config_builds_for_its_codec_and_fits_its_longest_crop(stage, name, t
         assert torch.isfinite(logits).all()
 
 
+SOUNDSTORM_PARAMETERS = {"small": (2.85e6, 3.0e6), "paper": (175e6, 180e6)}  # docs/soundstorm.md
+
+
+@pytest.mark.parametrize("name", shipped("soundstorm"))
+def test_soundstorm_config_builds_for_its_codec_and_fits_its_crop(name, token_manifests, one_thread):
+    directory, semantic, acoustic = token_manifests[name]
+    config = load_stage_config("soundstorm", name, "cpu", [f"data.train_shards={directory}", f"data.val_shards={directory}"])
+    module, _ = build("soundstorm", config, real=name == "tiny")
+    model, frames = module.model, module.layout
+    assert module.hparams["token_specs"] == {"semantic": semantic.to_dict(), "acoustic": acoustic.to_dict()}
+    assert (model.codebook_size, model.num_levels) == (acoustic.vocab_size, acoustic.num_quantizers)
+    crop = frames.example(*longest_crop(config, semantic, acoustic))
+    assert len(crop.semantic) <= config.model.max_seq_len
+    device = "cpu" if name == "tiny" else "meta"
+    hidden = model(torch.from_numpy(crop.semantic)[None].to(device), torch.from_numpy(crop.codes)[None].to(device))
+    assert model.level_logits(hidden, 0).shape == (1, len(crop.semantic), acoustic.vocab_size)
+    if name in SOUNDSTORM_PARAMETERS:
+        low, high = SOUNDSTORM_PARAMETERS[name]
+        assert low <= parameters(model) <= high, parameters(model)
+
+
 def test_every_shipped_stage_yaml_is_built_here():
     built = {CONF_DIR / "codec" / f"{name}.yaml" for name in shipped("codec")}
     built |= {CONF_DIR / "ssl" / f"{name}.yaml" for name in shipped("ssl")}
     built |= {CONF_DIR / "lm" / stage / f"{name}.yaml" for stage, name in LM_CONFIGS}
     built |= set((CONF_DIR / "detector").glob("*.yaml"))  # built in tests/test_detector.py
+    built |= {CONF_DIR / "soundstorm" / f"{name}.yaml" for name in shipped("soundstorm")}
     stage_groups = {entry.conf_group for entry in registry.STAGES.values()}
     shipped_stage_yamls = {path for group in stage_groups for path in (CONF_DIR / group).glob("*.yaml")}
-    assert stage_groups == {"codec", "ssl", "lm/semantic", "lm/coarse", "lm/fine", "detector"}, "a new stage needs its build test here"
+    assert stage_groups == {"codec", "ssl", "lm/semantic", "lm/coarse", "lm/fine", "detector",
+                            "soundstorm"}, "a new stage needs its build test here"
     assert shipped_stage_yamls == built
