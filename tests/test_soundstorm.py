@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import soundfile
 import torch
 
 from audiolm_pl.soundstorm.decoding import SoundStormSampling, decode_level, generate_soundstorm
@@ -152,6 +153,7 @@ def test_tiny_config_trains_from_token_shards(runs, token_shards):
 
 
 def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_path):
+    from audiolm_pl.cli import main
     from audiolm_pl.config import save_yaml
     from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig
     from audiolm_pl.lm import load_lm
@@ -175,6 +177,11 @@ def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_pa
     acoustics = model.generate_acoustics(semantic_ids=torch.randint(0, tokenizer.vocab_size, (2, 10)), seed=0)
     assert acoustics.codes.shape == (2, 20, Q) and acoustics.wav.shape[0] == 2
     assert model.generate_unconditional(0.2, seed=0).codes.shape == (1, 10, Q)
+    wav_in, wav_out = tmp_path / "prompt.wav", tmp_path / "out.wav"  # the generate command, through the YAML
+    soundfile.write(wav_in, prompt.numpy(), 16000)
+    assert main(["generate", "--pipeline", str(pipeline), "--prompt", str(wav_in), "--prompt-seconds", "0.5",
+                 "--seconds", "0.4", "--seed", "0", "--out", str(wav_out)]) == 0
+    assert len(soundfile.read(wav_out)[0]) >= 8000 + 0.39 * 16000
 
     semantic, soundstorm = load_lm(runs[1]), load_soundstorm(runs[0])
     with pytest.raises(ValueError, match="either a coarse and a fine LM or a SoundStorm"):
