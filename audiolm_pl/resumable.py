@@ -161,3 +161,16 @@ class TimedCheckpoint(Callback):
         if trainer.strategy.broadcast(due) and not trainer.sanity_checking:
             trainer.save_checkpoint(self.path)
             self._since = time.monotonic()
+
+
+class FinalCheckpoint(Callback):
+    """Writes `path` (the run's `last.ckpt`) when training ends, so a run stopped by `max_steps` or `max_time`
+    between checkpoint intervals keeps its last steps. Inside the training processes: under `ddp_spawn` the
+    process that called `fit` never holds the trained state, so a save after `fit` returns would lose them."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state (optimizers, loops) for resuming

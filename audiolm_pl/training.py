@@ -127,11 +127,11 @@ def _devices_per_node(tc: TrainerConfig) -> int:
 
 def checkpoint_callbacks(tc: TrainerConfig, folder: Path) -> list:
     """`step*.ckpt` and `last.ckpt` every `checkpoint_every_n_steps`, `last.ckpt` every `checkpoint_every_minutes`
-    too, and the random state inside each. Both write one `last.ckpt`: Lightning's version counter, which would
-    have the second writer make `last-v1.ckpt` beside the first's, is off."""
+    too and when training ends, and the random state inside each. All write one `last.ckpt`: Lightning's version
+    counter, which would have a second writer make `last-v1.ckpt` beside the first's, is off."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from audiolm_pl.resumable import RandomStateCheckpoint, TimedCheckpoint
+    from audiolm_pl.resumable import FinalCheckpoint, RandomStateCheckpoint, TimedCheckpoint
 
     every_steps = ModelCheckpoint(
         dirpath=folder,
@@ -142,7 +142,7 @@ def checkpoint_callbacks(tc: TrainerConfig, folder: Path) -> list:
         save_top_k=-1 if tc.checkpoint_every_n_steps else 0,
         enable_version_counter=False,
     )
-    callbacks = [every_steps, RandomStateCheckpoint()]
+    callbacks = [every_steps, RandomStateCheckpoint(), FinalCheckpoint(folder / "last.ckpt")]
     if tc.checkpoint_every_minutes is not None:
         callbacks.append(TimedCheckpoint(folder / "last.ckpt", tc.checkpoint_every_minutes))
     return callbacks
@@ -233,8 +233,7 @@ def _fit(stage: str, spec, run_config: Any, directory: Path) -> tuple[int, dict[
     config_lib.save_yaml(run_config, directory / "config.yaml")
     module, datamodule = spec.build(run_config)
     trainer = build_trainer(tc, directory, manual_clip=not module.automatic_optimization)
-    last = directory / "checkpoints" / "last.ckpt"
-    remove_stale_temporaries(last.parent)  # what a killed run left half-written (no rank of this one has saved yet)
+    remove_stale_temporaries(directory / "checkpoints")  # a killed run's half-written files (none of this run's yet)
     resume_from = resume_checkpoint(directory) if (tc.resume and not tc.fast_dev_run) else None
     ckpt_path = str(resume_from) if resume_from else None
     if resume_from:
@@ -246,12 +245,11 @@ def _fit(stage: str, spec, run_config: Any, directory: Path) -> tuple[int, dict[
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # each `validate` starts callback_metrics afresh, so keep fit's (train/*, earlier val/*) first
         metrics = _floats(trainer.callback_metrics)
-        if not tc.fast_dev_run and "spawn" not in str(tc.strategy):
-            # a run stopped by max_time or max_steps between checkpoint intervals keeps its last steps
-            trainer.save_checkpoint(last, weights_only=False)  # full state (optimizers, loops) for resuming
-            if tc.limit_val_batches:
-                trainer.validate(module, datamodule=datamodule, verbose=False)  # end-of-training figures
-                metrics.update(_floats(trainer.callback_metrics))
+        # last.ckpt holds the final step already (`FinalCheckpoint`); under ddp_spawn this process has no trained
+        # state to validate, so the end-of-training figures are the last validation's
+        if not tc.fast_dev_run and "spawn" not in str(tc.strategy) and tc.limit_val_batches:
+            trainer.validate(module, datamodule=datamodule, verbose=False)  # end-of-training figures
+            metrics.update(_floats(trainer.callback_metrics))
     # the logger's step, not global_step: a GAN's two optimizers make global_step count each batch twice
     return trainer.fit_loop.epoch_loop._batches_that_stepped, metrics
 
