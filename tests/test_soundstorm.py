@@ -177,6 +177,13 @@ def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_pa
     acoustics = model.generate_acoustics(semantic_ids=torch.randint(0, tokenizer.vocab_size, (2, 10)), seed=0)
     assert acoustics.codes.shape == (2, 20, Q) and acoustics.wav.shape[0] == 2
     assert model.generate_unconditional(0.2, seed=0).codes.shape == (1, 10, Q)
+    # the pipeline's sampling override: passes per level (the last value repeats for the levels after it)
+    tuned = AudioLM.from_config(pipeline, overrides=("sampling.soundstorm.iterations=[3,2]",))
+    calls, network = [], tuned.soundstorm.model
+    forward = network.forward
+    network.forward = lambda *args: (calls.append(1), forward(*args))[1]
+    tuned.generate_acoustics(semantic_ids=torch.randint(0, tokenizer.vocab_size, (1, 10)), seed=0)
+    assert len(calls) == 3 + 2 * (Q - 1) and tuned.soundstorm.sampling.iterations == [8, 1, 1, 1]
     wav_in, wav_out = tmp_path / "prompt.wav", tmp_path / "out.wav"  # the generate command, through the YAML
     soundfile.write(wav_in, prompt.numpy(), 16000)
     assert main(["generate", "--pipeline", str(pipeline), "--prompt", str(wav_in), "--prompt-seconds", "0.5",

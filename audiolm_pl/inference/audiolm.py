@@ -34,6 +34,7 @@ from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedLayout
 from audiolm_pl.lm.layouts import AcousticOnlyCoarseLayout, dedup_consecutive
 from audiolm_pl.lm.sampling import stage_progress
+from audiolm_pl.soundstorm.decoding import SoundStormSamplingOverride
 from audiolm_pl.soundstorm.stage import LoadedSoundStorm, load_soundstorm
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer, TokenSpecMismatch, require_same_spec
 
@@ -62,6 +63,7 @@ class PipelineSampling:
     semantic: Optional[SamplingOverride] = None
     coarse: Optional[SamplingOverride] = None
     fine: Optional[SamplingOverride] = None
+    soundstorm: Optional[SoundStormSamplingOverride] = None  # iterations per level, temperature, ... (docs/soundstorm.md)
 
 
 @dataclass
@@ -359,7 +361,9 @@ class AudioLM(nn.Module):
         all its levels at once, by parallel decoding (soundstorm/decoding.py)."""
         if self.soundstorm is not None:
             with stage_progress("soundstorm"):
-                return self.soundstorm.generate(semantic, frames, codes_prompt, generator=generator)  # (B, frames, L)
+                override, own = self.sampling.soundstorm, self.soundstorm.sampling
+                sampling = own if override is None else override.over(own)
+                return self.soundstorm.generate(semantic, frames, codes_prompt, sampling, generator)  # (B, frames, L)
         num_coarse = self.coarse_lm.layout.num_coarse
         coarse_prompt = None if codes_prompt is None else codes_prompt[:, :, :num_coarse]  # (B, T_p, Q')
         with stage_progress("coarse"):

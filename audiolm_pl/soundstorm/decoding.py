@@ -12,7 +12,7 @@ the previous one as its prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -41,6 +41,21 @@ class SoundStormSampling:
 
     def temperature_of(self, level: int) -> float:
         return self.temperature if level == 0 else self.level_temperature
+
+
+@dataclass
+class SoundStormSamplingOverride:
+    """Fields of SoundStorm's sampling to override in a pipeline YAML (`sampling.soundstorm.iterations=[16,1]`);
+    a field left None keeps the checkpoint's own."""
+
+    iterations: Optional[list[int]] = None
+    temperature: Optional[float] = None
+    level_temperature: Optional[float] = None
+    top_k: Optional[int] = None
+
+    def over(self, base: SoundStormSampling) -> SoundStormSampling:
+        """`base` with the fields this override sets (validated by SoundStormSampling)."""
+        return replace(base, **{key: value for key, value in asdict(self).items() if value is not None})
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int, generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,11 @@ class SoundStormConfig(TransformerConfig):
     """`TransformerConfig` (n_layer, n_head, d_model, ...); `max_seq_len` counts acoustic frames here:
     the trained context, past which generation goes window by window."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.compile:  # TokenLMModule compiles the LMs' blocks; this stage's module has no such step
+            raise ValueError("model.compile is not supported by the soundstorm stage; set it to false")
+
 
 class BidirectionalPositionBias(RelativePositionBias):
     """T5 bucketed relative position bias for attention both ways: `num_buckets // 2` buckets of |distance|
