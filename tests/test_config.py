@@ -87,6 +87,8 @@ def test_shipped_pipeline_points_where_the_main_job_writes(tmp_path):
     made = load_config(PipelineConfig, write_pipeline_yaml(MainJobConfig(workdir=str(tmp_path))))
     main_workdir = CONF_DIR.parent / MainJobConfig().workdir
     for key in PipelineConfig.FILE_RELATIVE_PATHS:
+        if getattr(shipped, key) == getattr(made, key) == "":  # an optional stage neither names (soundstorm)
+            continue
         shipped_path, made_path = Path(getattr(shipped, key)).resolve(), Path(getattr(made, key)).resolve()
         assert shipped_path.relative_to(main_workdir.resolve()) == made_path.relative_to(tmp_path.resolve()), key
     sampling = shipped.sampling
