@@ -50,7 +50,7 @@ def _side(rows: list[dict], identification) -> ContinuationSide:
                             mean("voiced_fraction"), mean("spectral_flatness"), mean("words_per_second"), dnsmos)
 
 
-def _save(out_dir: Path, index: int, utterance: Utterance, wav: np.ndarray, prompt_seconds: float) -> str:
+def save_continuation(out_dir: Path, index: int, utterance: Utterance, wav: np.ndarray, prompt_seconds: float) -> str:
     import soundfile
 
     from audiolm_pl.plotting import save_spectrogram_png
@@ -86,7 +86,7 @@ def continuation_section(model, utterances: list[Utterance], judges: Judges, pro
         row = {"key": utterance.key, "speaker": utterance.speaker,
                "generated": _judge_clip(judges, clips["generated"], rate), "real": _judge_clip(judges, clips["real"], rate)}
         if out_dir is not None:
-            row["file"] = _save(Path(out_dir), index, utterance, wav, prompt_seconds)
+            row["file"] = save_continuation(Path(out_dir), index, utterance, wav, prompt_seconds)
             files.append(row["file"])
         rows.append(row)
     speakers = [u.speaker for u in chosen]

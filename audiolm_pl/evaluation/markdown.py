@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from audiolm_pl.evaluation.detection import DetectorSection
 from audiolm_pl.evaluation.results import AcousticSection, CodecSection, ContinuationSection, EvalReport, Target
 
 RATE_TARGETS = ("WER", "CER")  # shown as percentages
@@ -48,6 +49,10 @@ def _codec(section: CodecSection) -> list[str]:
             continue
         lines.append(f"| {judge} | {original.utterances} | {_number(original.wer, True)} | {_number(roundtrip.wer, True)} | "
                      f"{_number(section.wer_ratio[judge])} | {_number(original.cer, True)} | {_number(roundtrip.cer, True)} |")
+    if section.bitrates:
+        lines += ["", "Per bitrate (the first L levels decoded):", "", "| levels | kbps | mel distance | SI-SDR (dB) |", "|---|---|---|---|"]
+        lines += [f"| {level} | {f['kbps']:g} | {_number(f['mel_distance'])} | {_number(f['si_sdr'])} |"
+                  for level, f in section.bitrates.items()]
     return lines + [""]
 
 
@@ -91,6 +96,27 @@ def _continuation(section: ContinuationSection, out_dir: Optional[str]) -> list[
     return lines + [""]
 
 
+def _acoustic_only(ablation: ContinuationSection, full: ContinuationSection) -> list[str]:
+    lines = ["## Acoustic-only ablation (same prompts, same seed; no semantic tokens)", "",
+             "| measure | acoustic-only | full pipeline | real continuation |", "|---|---|---|---|"]
+    for name, key in (("speaker-ID accuracy", "speaker_accuracy"), ("cosine to own enrollment", "speaker_cosine"),
+                      ("ASR words per second", "words_per_second"), ("spectral change (dB, 50 ms)", "spectral_change_db")):
+        lines.append(f"| {name} | {_number(getattr(ablation.generated, key))} | {_number(getattr(full.generated, key))} | "
+                     f"{_number(getattr(full.real, key))} |")
+    return lines + [""]
+
+
+def _detector(section: DetectorSection) -> list[str]:
+    counts = section.counts
+    return [f"## Generated-audio detector ({section.checkpoint})", "",
+            "| audio | files | accuracy |", "|---|---|---|",
+            f"| held-out originals (real) | {counts['real']} | {_number(section.real_accuracy, True)} |",
+            f"| their codec round trips (synthetic) | {counts['codec']} | {_number(section.codec_accuracy, True)} |",
+            f"| generated continuations (synthetic) | {counts['generated']} | {_number(section.generated_accuracy, True)} |",
+            "", f"Balanced accuracy: {_number(section.accuracy, True)}. It detects our codec, not all codecs "
+            "(docs/detector.md).", ""]
+
+
 def report_markdown(report: EvalReport, out_dir: Optional[str] = None) -> str:
     config, speakers = report.config, sorted({u["speaker"] for u in report.utterances})
     lines = ["# audiolm_pl evaluation", "",
@@ -105,5 +131,9 @@ def report_markdown(report: EvalReport, out_dir: Optional[str] = None) -> str:
         lines += _acoustic(report.acoustic)
     if report.continuation:
         lines += _continuation(report.continuation, out_dir)
+    if report.acoustic_only and report.acoustic_only.generated and report.continuation and report.continuation.generated:
+        lines += _acoustic_only(report.acoustic_only, report.continuation)
+    if report.detector:
+        lines += _detector(report.detector)
     lines += ["Per-utterance figures and transcripts: eval.json.", ""]
     return "\n".join(lines)

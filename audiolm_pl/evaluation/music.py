@@ -66,24 +66,38 @@ def onset_times(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     above its 0.5 s moving median by `ONSET_DELTA` x the curve's range, and above `MIN_FLUX`.
 
     Medians, not means: a noise floor makes the flux fluctuate around a level that a few onsets would pull a mean
-    away from. A sound already present in the first frame is not an onset (nothing before it to rise from)."""
+    away from. The clip is taken to start from silence, so a note sounding at 0 s is an onset; to count the onsets
+    of a continuation, detect on prompt + continuation and split the times (`continuation_onset_rates`)."""
     if np.sqrt(np.mean(np.square(wav))) < SILENCE_RMS:
         return np.zeros(0)
-    novelty = onset_novelty(wav, sample_rate)  # (N - 1,)
+    lead = 4 * round(ONSET_HOP_SECONDS * sample_rate)  # one frame of silence before the clip
+    novelty = onset_novelty(np.pad(np.asarray(wav, dtype=np.float64), (lead, 0)), sample_rate)  # (N - 1,)
     half = round(0.25 / ONSET_HOP_SECONDS)
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(novelty, half, mode="edge"), 2 * half + 1)
-    threshold = np.median(windows, axis=1) + ONSET_DELTA * (novelty.max() - np.median(novelty))  # (N - 1,)
+    typical = np.median(novelty)
+    # padded with the typical level: an onset at either end must not raise its own local median
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(novelty, half, constant_values=typical), 2 * half + 1)
+    threshold = np.median(windows, axis=1) + ONSET_DELTA * (novelty.max() - typical)  # (N - 1,)
     gap = round(MIN_ONSET_GAP_SECONDS / ONSET_HOP_SECONDS)
     padded = np.pad(novelty, gap, constant_values=-np.inf)
     neighbourhood = np.lib.stride_tricks.sliding_window_view(padded, 2 * gap + 1).max(axis=1)  # (N - 1,)
     peaks = np.flatnonzero((novelty >= neighbourhood) & (novelty > np.maximum(threshold, MIN_FLUX)))
     kept = [peak for index, peak in enumerate(peaks) if index == 0 or peak - peaks[index - 1] > gap]  # equal maxima once
-    # novelty[i] is the change into frame i + 1; a frame is stamped with its centre (frames are 4 hops long)
-    return (np.asarray(kept, dtype=float) + 1 + 2) * ONSET_HOP_SECONDS
+    # novelty[i] is the change into frame i + 1; a frame is stamped with its centre (frames are 4 hops long), less the lead
+    return np.maximum((np.asarray(kept, dtype=float) + 1 + 2 - 4) * ONSET_HOP_SECONDS, 0.0)
 
 
 def onset_rate(wav: np.ndarray, sample_rate: int) -> float:
     return len(onset_times(wav, sample_rate)) / max(len(wav) / sample_rate, 1e-6)
+
+
+def continuation_onset_rates(wav: np.ndarray, prompt_samples: int, sample_rate: int) -> tuple[float, float]:
+    """prompt + continuation (T,) -> (onsets/s of the prompt, onsets/s of the continuation), detected on the whole, so
+    a note held over the boundary is not counted again where the continuation starts."""
+    times = onset_times(wav, sample_rate)
+    boundary = prompt_samples / sample_rate
+    rest = max((len(wav) - prompt_samples) / sample_rate, 1e-6)
+    in_continuation = times >= boundary - ONSET_HOP_SECONDS  # times are frame-stamped: a note on the cut may read 10 ms early
+    return float((~in_continuation).sum() / boundary), float(in_continuation.sum() / rest)
 
 
 def _bin_pitches(n_fft: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,5 +143,9 @@ def compare_measures(prompt: MusicMeasures, clip: MusicMeasures) -> ClipComparis
 
 
 def compare_clips(prompt: np.ndarray, clip: np.ndarray, sample_rate: int) -> ClipComparison:
-    """prompt (T_p,), continuation (T_c,) at `sample_rate` -> `ClipComparison`."""
-    return compare_measures(music_measures(prompt, sample_rate), music_measures(clip, sample_rate))
+    """prompt (T_p,), continuation (T_c,) at `sample_rate` -> `ClipComparison` (onsets detected on the two joined)."""
+    prompt_measures, clip_measures = music_measures(prompt, sample_rate), music_measures(clip, sample_rate)
+    if prompt_measures.onset_rate > 0 or clip_measures.onset_rate > 0:  # not silence: onsets of the joined clips
+        prompt_measures.onset_rate, clip_measures.onset_rate = continuation_onset_rates(
+            np.concatenate([prompt, clip]), len(prompt), sample_rate)
+    return compare_measures(prompt_measures, clip_measures)

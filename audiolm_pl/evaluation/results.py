@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from audiolm_pl.evaluation.detection import DetectorSection
 from audiolm_pl.evaluation.text import ErrorRates
 
 CODEC_STOI_TARGET = 0.85
@@ -26,6 +27,7 @@ class CodecSection:
     asr: dict[str, dict[str, Optional[ErrorRates]]]  # judge -> {"original", "roundtrip"}: pooled WER/CER
     wer_ratio: dict[str, Optional[float]]  # judge -> pooled WER of round trips / pooled WER of originals
     utterances: list[dict]
+    bitrates: dict[int, dict[str, float]] = field(default_factory=dict)  # levels -> kbps, mel_distance, si_sdr
 
 
 @dataclass
@@ -84,19 +86,22 @@ class EvalReport:
     continuation: Optional[ContinuationSection]
     targets: list[Target]
     wall_seconds: dict[str, float]  # per section, and "total"
+    acoustic_only: Optional[ContinuationSection] = None  # the same prompts continued by an acoustic-only coarse LM
+    detector: Optional[DetectorSection] = None
 
     def to_dict(self) -> dict:
         """Plain JSON: non-finite numbers (a metric that could not be computed) become None."""
-        return _finite(asdict(self))
+        return finite_json(asdict(self))
 
 
-def _finite(value):
+def finite_json(value):
+    """`value` with every non-finite float (nested in dicts and lists) replaced by None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [finite_json(item) for item in value]
     return value
 
 

@@ -39,6 +39,9 @@ class EvalConfig:
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     batch_size: int = 8  # prompts per continue_audio call
     seed: int = 0
+    music: bool = False  # music (piano): codec bitrates and tempo / pitch-class measures, no speech judge
+    acoustic_only_coarse: str = ""  # an acoustic-only coarse LM run: its continuations of the same prompts beside ours
+    detector: str = ""  # a detector checkpoint: its accuracy on the held-out audio, round trips and continuations
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sections) - set(SECTIONS))
@@ -54,11 +57,13 @@ class EvalConfig:
 
 
 def evaluate_pipeline(model: AudioLM, utterances: list[Utterance], config: EvalConfig, judges: Optional[Judges] = None,
-                      out_dir: str | Path | None = None) -> EvalReport:
+                      out_dir: str | Path | None = None, acoustic_only: Optional[AudioLM] = None) -> EvalReport:
     """utterances (e.g. `load_eval_utterances(...)`, at `model.sample_rate`) -> `EvalReport`.
 
     `judges` (`load_judges(config, model.sample_rate)`) can be passed to reuse loaded judges across calls. With
-    `out_dir`, writes `eval.json`, `report.md` and `continuations/*.wav` + `*.png` there.
+    `out_dir`, writes `eval.json`, `report.md` and `continuations/*.wav` + `*.png` there. `acoustic_only`: the same
+    pipeline with an acoustic-only coarse LM; its continuations of the same prompts (same seed) are judged too.
+    `config.detector`: that detector judges the utterances, their round trips and the written continuations.
     """
     if not utterances:
         raise ValueError("no utterances to evaluate")
@@ -79,6 +84,8 @@ def evaluate_pipeline(model: AudioLM, utterances: list[Utterance], config: EvalC
             sections[name] = continuation_section(model, utterances, judges, config.prompt_seconds, config.seconds,
                                                   config.batch_size, config.seed, out_dir)
         wall[name] = time.perf_counter() - section_started
+    extra = _ablation_and_detector(model, utterances, judges, config, sections["continuation"], acoustic_only, out_dir)
+    wall.update(extra.pop("wall"))
     wall["total"] = time.perf_counter() - started
     report = EvalReport(
         config=asdict(config), judges=judges.names(),
@@ -86,11 +93,30 @@ def evaluate_pipeline(model: AudioLM, utterances: list[Utterance], config: EvalC
                      "seconds": len(u.wav) / u.sample_rate, "text": u.text} for u in utterances],
         codec=sections["codec"], acoustic=sections["acoustic"], continuation=sections["continuation"],
         targets=target_table(sections["codec"], sections["acoustic"], sections["continuation"]),
-        wall_seconds={key: round(value, 2) for key, value in wall.items()},
+        wall_seconds={key: round(value, 2) for key, value in wall.items()}, **extra,
     )
     if out_dir is not None:
         write_eval_outputs(report, Path(out_dir))
     return report
+
+
+def _ablation_and_detector(model, utterances, judges, config: EvalConfig, continuation, acoustic_only,
+                           out_dir) -> dict:
+    """The acoustic-only continuation section (no files written) and the detector section, where asked for."""
+    from audiolm_pl.evaluation.detection import detector_section
+
+    extra, wall = {"acoustic_only": None, "detector": None}, {}
+    if acoustic_only is not None:
+        started = time.perf_counter()
+        extra["acoustic_only"] = continuation_section(acoustic_only, utterances, judges, config.prompt_seconds,
+                                                      config.seconds, config.batch_size, config.seed)
+        wall["acoustic-only continuation"] = time.perf_counter() - started
+    if config.detector:
+        started = time.perf_counter()
+        files = continuation.files if continuation is not None else []
+        extra["detector"] = detector_section(config.detector, model, utterances, files, config.prompt_seconds)
+        wall["detector"] = time.perf_counter() - started
+    return {**extra, "wall": wall}
 
 
 def write_eval_outputs(report: EvalReport, out_dir: Path) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from audiolm_pl.evaluation.bitrate import quality_by_levels
 from audiolm_pl.evaluation.judges import Judges
 from audiolm_pl.evaluation.results import AcousticSection, CodecSection
 from audiolm_pl.evaluation.selection import is_whole_recording, speaker_group
@@ -58,7 +59,7 @@ def codec_section(model, utterances: list[Utterance], judges: Judges) -> CodecSe
     groups = sorted({speaker_group(u.speaker) for u in utterances})
     return CodecSection(codec.num_quantizers, _group_figures(judges, rows),
                         {group: _group_figures(judges, [r for r in rows if speaker_group(r["speaker"]) == group]) for group in groups},
-                        asr, ratio, rows)
+                        asr, ratio, rows, quality_by_levels(codec, [u.wav for u in utterances], model.device))
 
 
 def _group_figures(judges: Judges, rows: list[dict]) -> dict[str, float]:
