@@ -41,14 +41,14 @@ def test_click_train_onset_rate(per_second):
 
 def test_onsets_land_on_the_notes():
     wav = notes([60, 64, 67], per_second=3.0, seconds=3.0)
-    times = onset_times(wav, RATE)  # the note at 0 s has no silence before it to rise from: not an onset
-    assert len(times) == 8
-    assert np.abs(times - np.arange(1, 9) / 3.0).max() <= 0.03
+    times = onset_times(wav, RATE)  # the clip starts from silence: the note at 0 s is an onset
+    assert len(times) == 9
+    assert np.abs(times - np.arange(9) / 3.0).max() <= 0.03
 
 
 def test_held_tone_and_silence_have_no_onsets():
     t = np.arange(3 * RATE) / RATE
-    assert onset_rate(0.3 * np.sin(2 * np.pi * 261.63 * t), RATE) <= 1 / 3  # at most the first frame
+    assert onset_times(0.3 * np.sin(2 * np.pi * 261.63 * t), RATE).tolist() == [0.0]  # its start, from silence
     assert onset_rate(np.zeros(3 * RATE), RATE) == 0.0
 
 
@@ -72,6 +72,14 @@ def test_pitch_centroid_of_a4_is_midi_69():
     assert pitch_centroid(np.sin(2 * np.pi * 440.0 * t), RATE) == pytest.approx(69.0, abs=0.2)
 
 
+def test_a_note_held_over_the_boundary_is_not_a_continuation_onset():
+    from audiolm_pl.evaluation.music import continuation_onset_rates
+
+    wav = notes([60, 64, 67], per_second=2.0, seconds=3.0)  # onsets at 0, 0.5, ..., 2.5 s
+    prompt_rate, continuation_rate = continuation_onset_rates(wav, int(1.25 * RATE), RATE)  # cut mid-note
+    assert prompt_rate == pytest.approx(3 / 1.25) and continuation_rate == pytest.approx(3 / 1.75)
+
+
 def test_compare_clips_tells_a_faithful_continuation_from_a_changed_one():
     prompt = notes([60, 64, 67], 4.0, 4.0)  # C major, 4 notes/s, around C4
     same = compare_clips(prompt, notes([64, 67, 60], 4.0, 4.0), RATE)
@@ -85,3 +93,50 @@ def test_compare_clips_tells_a_faithful_continuation_from_a_changed_one():
 def test_silence_measures_nothing():
     measures = music_measures(np.zeros(RATE), RATE)
     assert measures.onset_rate == 0.0 and sum(measures.pitch_classes) == 0.0 and np.isnan(measures.pitch_centroid)
+
+
+# -- the piano main job ------------------------------------------------------------------
+
+PIANO_STEPS = ["shards", "codec", "semantic_tokenizer", "tokenize", "semantic_lm", "coarse_lm", "fine_lm", "generate", "eval"]
+
+
+def write_piano_folders(root, composers: dict[str, list[list[float]]], seconds: float = 6.0) -> None:
+    """`data piano`'s layout, <root>/<composer>/<work>.wav + .txt, with struck-note works instead of fluidsynth renders."""
+    import soundfile
+
+    for composer, works in composers.items():
+        (root / composer).mkdir(parents=True)
+        for index, pitches in enumerate(works):
+            soundfile.write(root / composer / f"{index:05d}-work.wav", notes(pitches, 2.0 + index, seconds).astype(np.float32), RATE)
+            (root / composer / f"{index:05d}-work.txt").write_text(f"work {index} of {composer}\n")
+
+
+def test_piano_main_job_end_to_end(tmp_path):
+    """`audiolm-pl main corpus=piano` after its rendering step, every stage 2 steps: shards of the piano folders,
+    log-mel semantic ids, three LMs, 4 s prompts of held-out composers continued, `eval --music` with results.md."""
+    import json
+
+    from audiolm_pl.jobs.main import MainJobConfig, run_main_job
+    from audiolm_pl.semantic import load_tokenizer
+
+    write_piano_folders(tmp_path / "corpus" / "piano" / "train", {"bach": [[60, 64, 67], [62, 65, 69]], "mozart": [[55, 59, 62]]})
+    write_piano_folders(tmp_path / "corpus" / "piano" / "val", {"chopin": [[57, 60, 64]], "joplin": [[53, 57, 60]]})
+    config = MainJobConfig(corpus="piano", workdir=str(tmp_path), size="tiny", steps=PIANO_STEPS, max_steps=2,
+                           semantic_clusters=8, prompts=1, continuation_seconds=1.5, workers=1)
+    assert (config.semantic_source, config.prompt_seconds, config.corpora) == ("logmel", 4.0, ["piano"])
+    report = run_main_job(config)["steps"]
+    assert not (tmp_path / "shards" / "speech").exists() and (tmp_path / "tokens" / "piano" / "val").is_dir()
+    assert load_tokenizer(tmp_path / "semantic" / "tokenizer.safetensors").vocab_size == 8
+    (continuation,) = report["generate"]["continuations"]
+    assert "chopin" in continuation or "joplin" in continuation  # a held-out composer's prompt
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [work["composer"] for work in evaluation["works"]] == ["chopin", "joplin"]
+    assert evaluation["config"]["music"] and evaluation["config"]["prompt_seconds"] == 4.0
+    for row in evaluation["continuations"]:
+        assert row["prompt"]["onset_rate"] == pytest.approx(2.0, abs=0.3)  # the works strike 2 notes a second
+        assert row["real"]["pitch_class_l1"] < 0.3  # the real continuation plays the same three notes (once each)
+    assert set(report["eval"]["continuation"]) == {"generated", "real"}
+    results = (tmp_path / "eval" / "results.md").read_text()
+    assert "| piano continuation | onset rate / prompt's |" in results and "codec round trip, piano" in results
+    assert "acoustic generation" not in results and "speaker-ID" not in results  # speech rows: not measured here
+    assert "| coarse LM |" in results and "cpu x 1" in results

@@ -1,5 +1,9 @@
 """`audiolm-pl main`: the whole pipeline on the embedded default corpus, end to end.
 
+`audiolm-pl main` trains on speech (synthetic voices + Asterisk prompts); `audiolm-pl main corpus=piano` runs the
+same steps on piano music rendered from music21's scores (docs/piano.md): log-mel semantic tokens, 4 s prompts of
+held-out composers' works, and `eval --music` measures in place of the speech judges.
+
 Steps run in order; each one records `<workdir>/steps/<name>.done` when it finishes, so an
 interrupted job picks up at the first unfinished step (and each step is itself resumable).
 Steps call the library functions that the sub-commands call (`training.fit_stage`,
@@ -22,15 +26,23 @@ from audiolm_pl.jobs.report import export_prompts, write_markdown_report
 log = logging.getLogger(__name__)
 
 
-SEMANTIC_SOURCES = ("whisper", "ssl", "mfcc")
+SEMANTIC_SOURCES = ("whisper", "ssl", "mfcc", "logmel")
+CORPUS_DEFAULTS = {  # what "" means for workdir / semantic_source / prompt_seconds, and piano_hours when 0
+    # speech: Whisper's encoder (an ASR model: its features follow phones and words)
+    "speech": {"workdir": "outputs/main", "semantic_source": "whisper", "prompt_seconds": 3.0},
+    # piano: Whisper and MFCCs are built for speech (MFCCs smooth away the partials that carry pitch); 80 log-mel bands
+    # keep them, so k-means ids follow notes and chords. ssl (our model trained on the piano corpus) is the option.
+    "piano": {"workdir": "outputs/piano", "semantic_source": "logmel", "prompt_seconds": 4.0, "piano_hours": 1.0},
+}
 
 
 @dataclass
 class MainJobConfig:
-    workdir: str = "outputs/main"
+    corpus: str = "speech"  # speech | piano: the corpus every stage trains and is judged on (docs/piano.md)
+    workdir: str = ""  # "": outputs/main (speech), outputs/piano (piano)
     speech_hours: float = 1.0  # synthetic voices (data speech)
     real_speech: list[str] = field(default_factory=lambda: ["it", "ru"])  # Asterisk voices (data real); [] = none
-    piano_hours: float = 0.0  # synthetic piano (data piano); 0 = none (the main job is about speech)
+    piano_hours: float = 0.0  # synthetic piano (data piano); 0 = none for speech, 1 h for corpus=piano
     size: str = "small"  # config size for every stage: tiny (tests) | small (CPU minutes) | paper
     seed: int = 0
     workers: int = 2
@@ -43,10 +55,10 @@ class MainJobConfig:
     semantic_lm_minutes: float = 2.5
     coarse_lm_minutes: float = 5.0
     fine_lm_minutes: float = 2.5
-    semantic_source: str = "whisper"  # whisper (tiny.en encoder) | ssl (our HuBERT-style model) | mfcc
+    semantic_source: str = ""  # whisper (tiny.en encoder) | ssl (our HuBERT-style model) | mfcc | logmel; "": the corpus'
     semantic_clusters: int = 256
     prompts: int = 3  # held-out prompts to continue in `generate`
-    prompt_seconds: float = 3.0
+    prompt_seconds: float = 0.0  # 0: the corpus' (3 s speech, 4 s piano)
     continuation_seconds: float = 7.0
     eval_per_speaker: int = 2  # held-out utterances per speaker judged by `eval`
     trainer: str = "cpu"  # trainer preset for every stage
@@ -54,6 +66,13 @@ class MainJobConfig:
     steps: list[str] = field(default_factory=lambda: list(STEP_NAMES))
 
     def __post_init__(self) -> None:
+        if self.corpus not in CORPUS_DEFAULTS:
+            raise ValueError(f"corpus must be one of {list(CORPUS_DEFAULTS)}, got {self.corpus!r}")
+        defaults = CORPUS_DEFAULTS[self.corpus]
+        self.workdir = self.workdir or defaults["workdir"]
+        self.semantic_source = self.semantic_source or defaults["semantic_source"]
+        self.prompt_seconds = self.prompt_seconds or defaults["prompt_seconds"]
+        self.piano_hours = self.piano_hours or defaults.get("piano_hours", 0.0)
         if self.semantic_source not in SEMANTIC_SOURCES:
             raise ValueError(f"semantic_source must be one of {SEMANTIC_SOURCES}, got {self.semantic_source!r}")
 
@@ -63,8 +82,14 @@ class MainJobConfig:
 
     @property
     def corpora(self) -> list[str]:
-        """Corpora this job trains on (each under corpus/, shards/ and tokens/)."""
+        """Corpora this job trains on (each under corpus/, shards/ and tokens/); the first one is `corpus`."""
+        if self.corpus == "piano":
+            return ["piano"]
         return ["speech"] + (["real"] if self.real_speech else []) + (["piano"] if self.piano_hours > 0 else [])
+
+    def val_split(self, kind: str) -> Path:
+        """'shards' | 'tokens' -> the held-out split every stage validates on and `generate` / `eval` read."""
+        return self.root / kind / self.corpus / "val"
 
     def train_split(self, kind: str) -> str:
         """'shards' | 'tokens' -> the brace pattern over every corpus' train split."""
@@ -75,6 +100,8 @@ class MainJobConfig:
 def step_speech_corpus(config: MainJobConfig) -> dict:
     from audiolm_pl.corpus.speech import make_speech_corpus
 
+    if config.corpus == "piano":
+        return {}
     make_speech_corpus(config.root / "corpus" / "speech", hours=config.speech_hours, seed=config.seed, workers=config.workers)
     return {}
 
@@ -83,7 +110,7 @@ def step_real_corpus(config: MainJobConfig) -> dict:
     """Real voices from Debian packages (scripts/install_system_deps.sh); held-out utterances go to val."""
     from audiolm_pl.corpus.real import make_real_corpus
 
-    if not config.real_speech:
+    if not config.real_speech or config.corpus == "piano":
         return {}
     summary = make_real_corpus(config.root / "corpus" / "real", config.real_speech, seed=config.seed, progress=False)
     return {"clips": summary["clips"], "hours": round(summary["hours"], 3)}
@@ -134,7 +161,7 @@ def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -
 
 def step_codec(config: MainJobConfig) -> dict:
     return _train(config, "codec", config.codec_minutes, f"data.train_shards={config.train_split('shards')}",
-                  f"data.val_shards={config.root / 'shards' / 'speech' / 'val'}")
+                  f"data.val_shards={config.val_split('shards')}")
 
 
 def _kmeans(config: MainJobConfig, source: str, shards: list[Path], out: Path, frame_rate: float, max_frames: int,
@@ -157,10 +184,11 @@ def step_semantic_tokenizer(config: MainJobConfig) -> dict:
 
 
 def _ssl_tokenizer(config: MainJobConfig, out: Path) -> dict:
-    """HuBERT-style iteration: MFCC k-means targets -> our SSL model -> k-means on its features."""
-    shards = config.root / "shards" / "speech"
-    targets = out.parent / "mfcc_50hz.safetensors"
-    _kmeans(config, "mfcc", [shards / "train"], targets, frame_rate=50, max_frames=200000)
+    """HuBERT-style iteration: MFCC (log-mel for piano) k-means targets -> our SSL model -> k-means on its features."""
+    shards = config.root / "shards" / config.corpus
+    first = "logmel" if config.corpus == "piano" else "mfcc"  # MFCCs blur pitch (CORPUS_DEFAULTS)
+    targets = out.parent / f"{first}_50hz.safetensors"
+    _kmeans(config, first, [shards / "train"], targets, frame_rate=50, max_frames=200000)
     figures = _train(config, "ssl", config.ssl_minutes, f"targets.tokenizer={targets}",
                      f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
     _kmeans(config, f"ssl:{config.root / 'runs' / 'ssl'}", [shards / "train"], out, frame_rate=25, max_frames=200000,
@@ -171,7 +199,7 @@ def _ssl_tokenizer(config: MainJobConfig, out: Path) -> dict:
 def step_tokenize(config: MainJobConfig) -> dict:
     from audiolm_pl.jobs.cli import tokenize_with_checkpoints
 
-    splits = [(corpus, "train") for corpus in config.corpora] + [("speech", "val")]
+    splits = [(corpus, "train") for corpus in config.corpora] + [(config.corpus, "val")]
     for corpus, split in splits:
         tokenize_with_checkpoints(config.root / "runs" / "codec", config.root / "semantic" / "tokenizer.safetensors",
                                   config.root / "shards" / corpus / split, config.root / "tokens" / corpus / split,
@@ -182,7 +210,7 @@ def step_tokenize(config: MainJobConfig) -> dict:
 def _lm_step(stage: str):
     def step(config: MainJobConfig) -> dict:
         return _train(config, stage, getattr(config, f"{stage}_lm_minutes"), f"data.train_shards={config.train_split('tokens')}",
-                      f"data.val_shards={config.root / 'tokens' / 'speech' / 'val'}")
+                      f"data.val_shards={config.val_split('tokens')}")
 
     step.__name__ = f"step_{stage}_lm"
     return step
@@ -207,7 +235,7 @@ def step_generate(config: MainJobConfig) -> dict:
 
     pipeline = write_pipeline_yaml(config)
     out = config.root / "generated"
-    prompts = export_prompts(config.root / "shards" / "speech" / "val", out / "prompts", config.prompts,
+    prompts = export_prompts(config.val_split("shards"), out / "prompts", config.prompts,
                              min_seconds=config.prompt_seconds + 0.5)
     model = AudioLM.from_config(pipeline)
     made = []
@@ -220,17 +248,23 @@ def step_generate(config: MainJobConfig) -> dict:
 
 
 def step_eval(config: MainJobConfig) -> dict:
-    """The `audiolm-pl eval` figures on the held-out speakers: codec round trip, acoustic generation, continuations."""
+    """The `audiolm-pl eval` figures on the held-out speakers (or composers): codec round trip, acoustic generation,
+    continuations; `eval --music` measures for piano. Also writes eval/results.md (ours beside the paper's)."""
     from audiolm_pl.evaluation.cli import evaluate_pipeline_files
     from audiolm_pl.evaluation.runner import EvalConfig
 
     out = config.root / "eval"
     eval_config = EvalConfig(per_speaker=config.eval_per_speaker, prompt_seconds=config.prompt_seconds,
-                             seconds=config.continuation_seconds, seed=config.seed)
-    report = evaluate_pipeline_files(write_pipeline_yaml(config), config.root / "shards" / "speech" / "val",
-                                     eval_config, out)
+                             seconds=config.continuation_seconds, seed=config.seed, music=config.corpus == "piano")
+    report = evaluate_pipeline_files(write_pipeline_yaml(config), config.val_split("shards"), eval_config, out)
+    if eval_config.music:
+        sides = {kind: getattr(report, kind) for kind in ("generated", "real")}
+        return {"report": str(out / "report.md"), "results": str(out / "results.md"),
+                "continuation": {kind: None if side is None else {"onset_rate_ratio": round(side.onset_rate_ratio, 3),
+                                                                  "pitch_class_l1": round(side.pitch_class_l1, 3)}
+                                 for kind, side in sides.items()}}
     targets = report.to_dict()["targets"]  # as eval.json holds them
-    return {"report": str(out / "report.md"),
+    return {"report": str(out / "report.md"), "results": str(out / "results.md"),
             "targets": {t["name"]: {"figure": t["figure"], "passed": t["passed"]} for t in targets}}
 
 
