@@ -32,7 +32,7 @@ CORPUS_DEFAULTS = {  # what "" means for workdir / semantic_source / prompt_seco
     "speech": {"workdir": "outputs/main", "semantic_source": "whisper", "prompt_seconds": 3.0},
     # piano: Whisper and MFCCs are built for speech (MFCCs smooth away the partials that carry pitch); 80 log-mel bands
     # keep them, so k-means ids follow notes and chords. ssl (our model trained on the piano corpus) is the option.
-    "piano": {"workdir": "outputs/piano", "semantic_source": "logmel", "prompt_seconds": 4.0, "piano_hours": 1.0},
+    "piano": {"workdir": "outputs/piano", "semantic_source": "logmel", "prompt_seconds": 4.0, "piano_hours": 0.25},
 }
 
 
@@ -42,7 +42,7 @@ class MainJobConfig:
     workdir: str = ""  # "": outputs/main (speech), outputs/piano (piano)
     speech_hours: float = 1.0  # synthetic voices (data speech)
     real_speech: list[str] = field(default_factory=lambda: ["it", "ru"])  # Asterisk voices (data real); [] = none
-    piano_hours: float = 0.0  # synthetic piano (data piano); 0 = none for speech, 1 h for corpus=piano
+    piano_hours: float = 0.0  # synthetic piano (data piano); 0: none for speech, 0.25 h for corpus=piano
     size: str = "small"  # config size for every stage: tiny (tests) | small (CPU minutes) | paper
     seed: int = 0
     workers: int = 2
