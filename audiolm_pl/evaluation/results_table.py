@@ -163,9 +163,10 @@ def _parameters(module) -> Optional[int]:
 
 def pipeline_compute(pipeline, model, acoustic_only=None, detector: str = "") -> list[RunCompute]:
     """A `PipelineConfig` (paths resolved) and its loaded `AudioLM` -> one `RunCompute` per trained stage run."""
-    runs = [("codec", pipeline.codec, model.codec), ("semantic LM", pipeline.semantic_lm, model.lms["semantic"] if
-             "semantic" in model.lms else None), ("coarse LM", pipeline.coarse_lm, model.lms["coarse"]),
-            ("fine LM", pipeline.fine_lm, model.lms["fine"])]
+    names = {"semantic": ("semantic LM", "semantic_lm"), "coarse": ("coarse LM", "coarse_lm"), "fine": ("fine LM", "fine_lm"),
+             "soundstorm": ("SoundStorm", "soundstorm")}  # model.lms key -> (row name, PipelineConfig field)
+    runs = [("codec", pipeline.codec, model.codec)]
+    runs += [(names[key][0], getattr(pipeline, names[key][1]), module) for key, module in model.lms.items() if key in names]
     if acoustic_only is not None:
         runs.append(("acoustic-only coarse LM", str(acoustic_only.coarse_lm.path), acoustic_only.lms["coarse"]))
     if detector:
