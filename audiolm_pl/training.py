@@ -94,6 +94,28 @@ def adamw_with_schedule(parameters, optim: OptimConfig, total_steps: int, weight
     return optimizer, scheduler
 
 
+def transformer_optimizers(model, optim: OptimConfig, total_steps: int) -> dict:
+    """Lightning's `configure_optimizers` answer for a transformer: AdamW (warm-up + cosine, stepped per optimizer
+    step) with weight decay on matrices only; norms, biases and other vectors are not decayed."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": optim.weight_decay},
+              {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer, scheduler = adamw_with_schedule(groups, optim, total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def log_level_metrics(module, sums, names: list[str]) -> None:
+    """Validation figures per token level from summed (ce, correct, count) rows (rank-reduced): `val/ce{name}`,
+    `val/acc{name}`, `val/ppl{name}`; the first name ("", all levels) goes to the progress bar."""
+    import math
+
+    for name, (ce_sum, correct, count) in zip(names, sums.tolist()):
+        if count:
+            module.log(f"val/ce{name}", ce_sum / count, prog_bar=not name, sync_dist=False)
+            module.log(f"val/acc{name}", correct / count, sync_dist=False)
+            module.log(f"val/ppl{name}", math.exp(min(ce_sum / count, 50.0)), sync_dist=False)
+
+
 def run_dir(trainer_config: TrainerConfig, stage: str) -> Path:
     return Path(trainer_config.output_dir) / (trainer_config.run_name or stage)
 

@@ -10,7 +10,6 @@ cross-entropy of the best context-free model, which a useful LM must beat.
 
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from audiolm_pl.config import to_dict
-from audiolm_pl.training import adamw_with_schedule
+from audiolm_pl.training import log_level_metrics, transformer_optimizers
 from audiolm_pl.lm.layouts import Layout
 from audiolm_pl.lm.transformer import Block, TransformerLM
 from audiolm_pl.tokens import TokenSpec
@@ -115,22 +114,11 @@ class TokenLMModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")  # (1 + levels, 3)
         names = [""] + [f"_q{level}" for level in self.layout.levels]
-        for name, (ce_sum, correct, count) in zip(names, sums.tolist()):
-            if count == 0:
-                continue
-            ce = ce_sum / count
-            self.log(f"val/ce{name}", ce, prog_bar=not name, sync_dist=False)
-            self.log(f"val/acc{name}", correct / count, sync_dist=False)
-            self.log(f"val/ppl{name}", math.exp(min(ce, 50.0)), sync_dist=False)
+        log_level_metrics(self, sums, names)
         counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")  # (V,)
         if counts.sum() > 0:
             p = counts[counts > 0] / counts.sum()
             self.log("val/unigram_entropy", float(-(p * p.log()).sum()), sync_dist=False)
 
     def configure_optimizers(self):
-        optim = self.run_config.optim
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]  # norms, biases
-        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer, scheduler = adamw_with_schedule(groups, optim, self.run_config.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return transformer_optimizers(self.model, self.run_config.optim, self.run_config.trainer.max_steps)

@@ -8,7 +8,6 @@ logs `val/ce`, `val/acc` and per level `val/ce_q{level}`, `val/acc_q{level}` (su
 
 from __future__ import annotations
 
-import math
 
 import lightning as L
 import torch
@@ -19,7 +18,7 @@ from audiolm_pl.soundstorm.data import SoundStormFrames
 from audiolm_pl.soundstorm.masking import MaskedBatch, mask_batch
 from audiolm_pl.soundstorm.model import SoundStormModel
 from audiolm_pl.tokens import TokenSpec
-from audiolm_pl.training import adamw_with_schedule
+from audiolm_pl.training import log_level_metrics, transformer_optimizers
 
 
 class SoundStormModule(L.LightningModule):
@@ -71,16 +70,7 @@ class SoundStormModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")  # (1 + L, 3)
         names = [""] + [f"_q{level}" for level in range(self.layout.num_levels)]
-        for name, (ce_sum, correct, count) in zip(names, sums.tolist()):
-            if count:
-                self.log(f"val/ce{name}", ce_sum / count, prog_bar=not name, sync_dist=False)
-                self.log(f"val/acc{name}", correct / count, sync_dist=False)
-                self.log(f"val/ppl{name}", math.exp(min(ce_sum / count, 50.0)), sync_dist=False)
+        log_level_metrics(self, sums, names)
 
     def configure_optimizers(self):
-        optim = self.run_config.optim
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]  # norms, biases
-        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer, scheduler = adamw_with_schedule(groups, optim, self.run_config.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return transformer_optimizers(self.model, self.run_config.optim, self.run_config.trainer.max_steps)
