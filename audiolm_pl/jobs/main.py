@@ -54,7 +54,7 @@ class MainJobConfig:
     ssl_minutes: float = 4.0  # semantic_source=ssl only
     semantic_lm_minutes: float = 2.5
     coarse_lm_minutes: float = 5.0
-    fine_lm_minutes: float = 2.5
+    fine_lm_minutes: float = 4.5  # 2.5 gave ~500 steps; ~1,000 voice the continuations more (fine_lm_steps_2026-11-25.md)
     semantic_source: str = ""  # whisper (tiny.en encoder) | ssl (our HuBERT-style model) | mfcc | logmel; "": the corpus'
     semantic_clusters: int = 256
     prompts: int = 3  # held-out prompts to continue in `generate`
