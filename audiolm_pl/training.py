@@ -264,6 +264,8 @@ def _fit(stage: str, spec, run_config: Any, directory: Path) -> tuple[int, dict[
         # our training streams have a length on purpose: fixed-length epochs keep DDP ranks in step, and a loader
         # of known length is not prefetched, so its state_dict counts the batches trained on (data/stream.py)
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+        # the codec's manual optimisation: a checkpoint holds the state after its step, which is what resume wants
+        warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # each `validate` starts callback_metrics afresh, so keep fit's (train/*, earlier val/*) first
         metrics = _floats(trainer.callback_metrics)
