@@ -1,7 +1,7 @@
 """Trained stages as folders to share: `save_pretrained(stage, folder)` / `from_pretrained(folder)`.
 
-    save_pretrained(codec, "export/codec")              # a codec, an SSL model, a LoadedLM, a semantic tokenizer
-    codec = from_pretrained("export/codec")              # the same stage back, eval mode, its TokenSpecs checked
+    save_pretrained(codec, "./export/codec")              # a codec, an SSL model, a LoadedLM, a semantic tokenizer
+    codec = from_pretrained("./export/codec")              # the same stage back, eval mode, its TokenSpecs checked
     AudioLM.save_pretrained("export") / AudioLM.from_pretrained("export")   # all five in one folder
 
 Weights only: tensors in safetensors files, everything else JSON (no pickle is written or read). Every folder
