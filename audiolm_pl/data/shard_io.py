@@ -64,6 +64,16 @@ def encode_sample(key: str, meta: dict, *, audio: Optional[np.ndarray] = None, s
     return raw
 
 
+@dataclass
+class ShardJobReport:
+    """What a resumable job that writes one shard directory (tokenize, detector-shards) did."""
+
+    out_dir: Path
+    shards_written: int
+    shards_skipped: int  # already there from an earlier run
+    samples: int  # in the whole output directory
+
+
 class ShardWriter:
     """`with ShardWriter(path) as shard: shard.write_sample(key, meta, audio=..., sample_rate=...)`.
 

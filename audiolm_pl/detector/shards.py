@@ -20,17 +20,9 @@ from pathlib import Path
 import torch
 
 from audiolm_pl.data.manifest import ShardEntry, ShardManifest, read_manifest, write_manifest
-from audiolm_pl.data.shard_io import ShardWriter, iter_samples
+from audiolm_pl.data.shard_io import ShardJobReport, ShardWriter, iter_samples
 from audiolm_pl.data.shard_paths import resolve_shards
 from audiolm_pl.tokens import AcousticCodec
-
-
-@dataclass
-class SyntheticShardsReport:
-    out_dir: Path
-    shards_written: int
-    shards_skipped: int  # already there from an earlier run
-    samples: int  # in the whole output directory
 
 
 def resynthesis_name(index: int) -> str:
@@ -51,7 +43,7 @@ def resynthesize(codec: AcousticCodec, audio: torch.Tensor, num_quantizers: int 
 
 
 def resynthesize_shards(codec: AcousticCodec, in_shards: str | Path, out_dir: str | Path, codec_hash: str,
-                        num_quantizers: int | None = None) -> SyntheticShardsReport:
+                        num_quantizers: int | None = None) -> ShardJobReport:
     """Every sample of the audio shards `in_shards` through the codec -> `out_dir/codec-%06d.tar` + manifest."""
     out_dir = Path(out_dir)
     made_by = {"command": "audiolm-pl detector-shards", "input": str(in_shards), "codec_hash": codec_hash,
@@ -72,7 +64,7 @@ def resynthesize_shards(codec: AcousticCodec, in_shards: str | Path, out_dir: st
         entries.append(ShardEntry(path.name, len(samples), round(sum(len(s.audio) / s.sample_rate for s in samples), 3)))
     write_manifest(out_dir, ShardManifest(content="audio", sample_rate=codec.sample_rate, shards=entries,
                                           speakers=sorted(speakers), made_by=made_by))
-    return SyntheticShardsReport(out_dir, written, skipped, sum(entry.samples for entry in entries))
+    return ShardJobReport(out_dir, written, skipped, sum(entry.samples for entry in entries))
 
 
 def _write_resynthesis(codec: AcousticCodec, shard: str, path: Path, num_quantizers: int | None) -> None:
@@ -94,7 +86,7 @@ def _claim(out_dir: Path, made_by: dict) -> None:
 
 
 def generated_shards(folder: str | Path, out_dir: str | Path, sample_rate: int, skip_seconds: float = 0.0,
-                     samples_per_shard: int = 64) -> SyntheticShardsReport:
+                     samples_per_shard: int = 64) -> ShardJobReport:
     """Every audio file under `folder` (e.g. `audiolm-pl generate` outputs) -> `out_dir/generated-%06d.tar` +
     manifest, each file whole but its first `skip_seconds`: a continuation's file starts with its real prompt,
     which must not be labelled synthetic. Files left shorter than 0.1 s are passed over."""
@@ -120,4 +112,4 @@ def generated_shards(folder: str | Path, out_dir: str | Path, sample_rate: int, 
         seconds = sum(len(audio) for _, audio in clips[start : start + samples_per_shard]) / sample_rate
         entries.append(ShardEntry(path.name, writer.samples, round(seconds, 3)))
     write_manifest(out_dir, ShardManifest(content="audio", sample_rate=sample_rate, shards=entries, made_by=made_by))
-    return SyntheticShardsReport(out_dir, len(entries), 0, sum(entry.samples for entry in entries))
+    return ShardJobReport(out_dir, len(entries), 0, sum(entry.samples for entry in entries))

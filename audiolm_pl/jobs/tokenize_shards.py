@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset
 
 from audiolm_pl.data.manifest import ShardEntry, ShardManifest, read_manifest, write_manifest
-from audiolm_pl.data.shard_io import ShardWriter, iter_samples, raw_samples
+from audiolm_pl.data.shard_io import ShardJobReport, ShardWriter, iter_samples, raw_samples
 from audiolm_pl.data.shard_paths import manifest_for, resolve_shards
 from audiolm_pl.fileio import atomic_write_json
 from audiolm_pl.tokens import AcousticCodec, SemanticTokenizer
@@ -44,12 +44,8 @@ class TokenizeError(ValueError):
 
 
 @dataclass
-class TokenizeReport:
-    out_dir: Path
-    shards_written: int
-    shards_skipped: int  # already there from an earlier run
-    samples: int  # in the whole output directory
-    hours: float
+class TokenizeReport(ShardJobReport):
+    hours: float = 0.0
 
 
 def output_name(input_shard: str) -> str:
