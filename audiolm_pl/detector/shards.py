@@ -14,7 +14,6 @@ A directory written from other inputs (another codec, folder or setting) is refu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
