@@ -1,8 +1,8 @@
 """Trained stages as folders to share: `save_pretrained(stage, folder)` / `from_pretrained(folder)`.
 
-    save_pretrained(codec, "./export/codec")              # a codec, an SSL model, a LoadedLM, a semantic tokenizer
-    codec = from_pretrained("./export/codec")              # the same stage back, eval mode, its TokenSpecs checked
-    AudioLM.save_pretrained("export") / AudioLM.from_pretrained("export")   # all five in one folder
+    save_pretrained(codec, "./export/codec")  # a codec, SSL model, LoadedLM, LoadedSoundStorm or semantic tokenizer
+    codec = from_pretrained("./export/codec")  # the same stage back, eval mode, its TokenSpecs checked
+    AudioLM.save_pretrained("export") / AudioLM.from_pretrained("export")   # every stage of a pipeline in one folder
 
 Weights only: tensors in safetensors files, everything else JSON (no pickle is written or read). Every folder
 has `audiolm_pl.json` = {"format", "stage", "token_specs", ...}; per stage:
@@ -12,15 +12,17 @@ has `audiolm_pl.json` = {"format", "stage", "token_specs", ...}; per stage:
   (`config.json` + safetensors, no `audiolm_pl.json`) and named `hf:codec?num_quantizers=..&sample_rate=..`.
 - semantic / coarse / fine LM: + "config": {"model", "sampling", "data": {"crop_seconds"}}, "layout" (the token
   layout it was trained with), "producers"; `model.safetensors`.
+- soundstorm (the parallel acoustic stage): + "config": {"model", "sampling"}, "layout" (`SoundStormFrames`),
+  "producers"; `model.safetensors`.
 - ssl (our SSL model): a real transformers directory (`config.json`, `model.safetensors`,
   `preprocessor_config.json`) that `transformers.AutoModel.from_pretrained` and the `hf:DIR` feature source read,
   + "config": {"model": SSLModelConfig} and `head.safetensors` (the k-means target head, unknown to transformers).
 - semantic_tokenizer: + "file": `tokenizer.safetensors` (the tokenizer file), whose feature source is in
   `features/` (an ssl folder as above, or a copy of its HF model; nothing for MFCC / log-mel).
 
-Codec, LM and SSL folders read through `checkpoint.load_stage_checkpoint` as a `StageCheckpoint`, so
-`load_codec`, `load_lm` and `load_ssl_model` take a folder wherever they take a checkpoint and check what they
-check there; an LM folder's layout must also agree with its TokenSpecs (`_check_layout`).
+Codec, LM, SoundStorm and SSL folders read through `checkpoint.load_stage_checkpoint` as a `StageCheckpoint`, so
+`load_codec`, `load_lm`, `load_soundstorm` and `load_ssl_model` take a folder wherever they take a checkpoint and
+check what they check there; an LM or SoundStorm folder's layout must also agree with its TokenSpecs (`_check_layout`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ SSL_HEAD = "head.safetensors"
 TOKENIZER_FILE = "tokenizer.safetensors"
 FEATURES = "features"  # a tokenizer folder's feature model
 LM_STAGES = ("semantic", "coarse", "fine")
+LAYOUT_STAGES = (*LM_STAGES, "soundstorm")  # `model.safetensors` + a token layout made from the TokenSpecs
 
 
 # -- folders and weights -------------------------------------------------------------------------------------
@@ -159,20 +162,20 @@ def load_weights(file: Path) -> dict[str, torch.Tensor]:
 
 # -- reading a stage folder as a checkpoint --------------------------------------------------------------------
 def read_stage_folder(folder: str | Path, expected_stage: str | None = None) -> StageCheckpoint:
-    """A codec / LM / SSL folder -> the `StageCheckpoint` its loader reads (weights under `model.`)."""
+    """A codec / LM / SoundStorm / SSL folder -> the `StageCheckpoint` its loader reads (weights under `model.`)."""
     folder = Path(folder)
     metadata = read_metadata(folder, expected_stage)
     stage = metadata["stage"]
     if stage == "ssl":
         model_weights = {f"encoder.{name}": value for name, value in _transformers_weights(folder).items()}
         model_weights.update({f"head.{name}": value for name, value in load_weights(folder / SSL_HEAD).items()})
-    elif stage == "codec" or stage in LM_STAGES:
+    elif stage == "codec" or stage in LAYOUT_STAGES:
         model_weights = load_weights(folder / WEIGHTS)
     else:
         raise CheckpointError(f"{folder} holds a {stage!r} folder, which is not read as a stage checkpoint "
                               "(from_pretrained reads every kind)")
     specs = stored_specs(metadata, folder)
-    if stage in LM_STAGES:
+    if stage in LAYOUT_STAGES:
         _check_layout(metadata.get("layout") or {}, specs, folder)
     return StageCheckpoint(path=folder, stage=stage, config=metadata["config"], token_specs=specs,
                            state_dict={f"model.{name}": value for name, value in model_weights.items()},
@@ -188,8 +191,8 @@ def _transformers_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_layout(layout: dict, specs: dict[str, TokenSpec], folder: Path) -> None:
-    """An LM's layout was made from the TokenSpecs of its training shards: refuse a folder where they disagree
-    (a hand-edited spec), naming both."""
+    """An LM's (or SoundStorm's) layout was made from the TokenSpecs of its training shards: refuse a folder where
+    they disagree (a hand-edited spec), naming both."""
     semantic, acoustic = specs.get("semantic"), specs.get("acoustic")
     expected = {}
     if semantic is not None:
@@ -202,8 +205,8 @@ def _check_layout(layout: dict, specs: dict[str, TokenSpec], folder: Path) -> No
     for key, (value, source) in expected.items():
         if key in layout and layout[key] != value:
             raise CheckpointError(f"{folder / METADATA}: layout.{key} = {layout[key]} but {source}; "
-                                  "the LM was trained on other tokens than this file says")
-    for key in ("num_coarse", "num_quantizers"):
+                                  "the stage was trained on other tokens than this file says")
+    for key in ("num_coarse", "num_quantizers", "num_levels"):  # num_levels: SoundStorm's RVQ levels
         if acoustic is not None and layout.get(key, 0) > acoustic.num_quantizers:
             raise CheckpointError(f"{folder / METADATA}: layout.{key} = {layout[key]} but token_specs.acoustic has "
                                   f"{acoustic.num_quantizers} quantizers")
@@ -211,25 +214,27 @@ def _check_layout(layout: dict, specs: dict[str, TokenSpec], folder: Path) -> No
 
 # -- writing one stage ----------------------------------------------------------------------------------------
 def save_pretrained(stage, folder: str | Path, overwrite: bool = False) -> Path:
-    """A codec (ours or hf:DIR), an `SSLModel`, a `LoadedLM`, a `KMeansSemanticTokenizer` or an `AudioLM` -> a folder
-    that `from_pretrained` reads back. Written whole or not at all (`writing_folder`); returns the folder."""
+    """A codec (ours or hf:DIR), an `SSLModel`, a `LoadedLM`, a `LoadedSoundStorm`, a `KMeansSemanticTokenizer` or an
+    `AudioLM` -> a folder that `from_pretrained` reads back. Written whole or not at all (`writing_folder`); returns
+    the folder."""
     from audiolm_pl.inference.audiolm import AudioLM
     from audiolm_pl.lm.generation import LoadedLM
     from audiolm_pl.semantic.ssl_model import SSLModel
     from audiolm_pl.semantic.tokenizer import KMeansSemanticTokenizer
+    from audiolm_pl.soundstorm.stage import LoadedSoundStorm
     from audiolm_pl.tokens import AcousticCodec
 
     if isinstance(stage, AudioLM):
         return stage.save_pretrained(folder, overwrite=overwrite)
     writers = ((AcousticCodec, _write_codec), (SSLModel, _write_ssl), (LoadedLM, _write_lm),
-               (KMeansSemanticTokenizer, _write_tokenizer))
+               (LoadedSoundStorm, _write_soundstorm), (KMeansSemanticTokenizer, _write_tokenizer))
     for kind, write in writers:
         if isinstance(stage, kind):
             with writing_folder(folder, overwrite) as temporary:
                 write(stage, temporary)
             return Path(folder)
-    raise TypeError(f"save_pretrained takes a codec, SSLModel, LoadedLM, KMeansSemanticTokenizer or AudioLM; "
-                    f"got {type(stage).__name__}")
+    raise TypeError(f"save_pretrained takes a codec, SSLModel, LoadedLM, LoadedSoundStorm, KMeansSemanticTokenizer or "
+                    f"AudioLM; got {type(stage).__name__}")
 
 
 def _write_codec(codec, folder: Path) -> None:
@@ -256,6 +261,17 @@ def _write_lm(lm, folder: Path) -> None:
     config = {"model": to_dict(lm.model.config), "sampling": to_dict(lm.sampling),
               "data": {"crop_seconds": lm.chunk_seconds}}
     write_metadata(folder, lm.stage, lm.token_specs, config=config, layout=lm.layout.to_dict(), producers=lm.producers)
+
+
+def _write_soundstorm(soundstorm, folder: Path) -> None:
+    """Its weights, the model config and decoding settings `load_soundstorm` rebuilds it from (the rest of its run
+    config is training's), its layout, TokenSpecs and the producers of its training tokens."""
+    from audiolm_pl.config import to_dict
+
+    save_weights(soundstorm.model.state_dict(), folder / WEIGHTS)
+    config = {"model": to_dict(soundstorm.model.config), "sampling": to_dict(soundstorm.sampling)}
+    write_metadata(folder, "soundstorm", soundstorm.token_specs, config=config, layout=soundstorm.layout.to_dict(),
+                   producers=soundstorm.producers)
 
 
 def _write_ssl(model, folder: Path) -> None:
@@ -321,7 +337,7 @@ def tokenizer_file(path: str | Path) -> Path:
 
 def from_pretrained(folder: str | Path, device: str | torch.device = "cpu"):
     """A `save_pretrained` folder -> its stage, in eval mode on `device`: a codec, `SSLModel`, `LoadedLM`,
-    `KMeansSemanticTokenizer` or `AudioLM`, checked as its checkpoint loader checks it."""
+    `LoadedSoundStorm`, `KMeansSemanticTokenizer` or `AudioLM`, checked as its checkpoint loader checks it."""
     folder = Path(folder)
     stage = read_metadata(folder)["stage"]
     if stage == "codec":
@@ -332,6 +348,10 @@ def from_pretrained(folder: str | Path, device: str | torch.device = "cpu"):
         from audiolm_pl.lm import load_lm
 
         return load_lm(folder, expected_stage=stage, device=device)
+    if stage == "soundstorm":
+        from audiolm_pl.soundstorm import load_soundstorm
+
+        return load_soundstorm(folder, device=device)
     if stage == "ssl":
         from audiolm_pl.semantic.ssl_model import load_ssl_model
 

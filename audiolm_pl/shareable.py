@@ -1,6 +1,7 @@
 """`stage.save_pretrained(folder)` / `Class.from_pretrained(folder)` as methods, for every stage class that
-`audiolm_pl.pretrained` writes (codecs, the semantic tokenizer, `SSLModel`, `LoadedLM`). The folder format and
-its checks live in `pretrained.py`; this mixin only gives them the method spelling transformers users expect."""
+`audiolm_pl.pretrained` writes (codecs, the semantic tokenizer, `SSLModel`, `LoadedLM`, `LoadedSoundStorm`). The
+folder format and its checks live in `pretrained.py`; this mixin only gives them the method spelling transformers
+users expect."""
 
 from __future__ import annotations
 

@@ -65,6 +65,37 @@ def audiolm_of(codec, tokenizer):
                    sampling=PipelineSampling(coarse=SamplingOverride(top_k=5)), dedup_density=0.5, prompt_seconds=1.5)
 
 
+def soundstorm_audiolm_of(codec, tokenizer):
+    """`AudioLM` of this codec and tokenizer with an untrained tiny SoundStorm in place of coarse + fine, a semantic
+    LM that keeps every id at its time (what SoundStorm reads) and a SoundStorm sampling override."""
+    from dataclasses import replace
+
+    from audiolm_pl.inference.audiolm import AudioLM, PipelineSampling
+    from audiolm_pl.lm import LoadedLM, TransformerLM
+    from audiolm_pl.lm.stages import make_layout
+    from audiolm_pl.soundstorm import LoadedSoundStorm
+    from audiolm_pl.soundstorm.decoding import SoundStormSamplingOverride
+    from audiolm_pl.soundstorm.model import SoundStormModel
+    from audiolm_pl.soundstorm.stage import make_frames
+    from audiolm_pl.training import load_stage_config
+
+    specs = {"semantic": tokenizer.token_spec, "acoustic": codec.token_spec}
+    producers = {"semantic": tokenizer.identity(), "acoustic": codec.identity()}
+    semantic_config = replace(load_stage_config("semantic", "tiny"), dedup=False)
+    layout = make_layout("semantic", semantic_config, specs)
+    semantic = LoadedLM("semantic", TransformerLM(semantic_config.model, layout.vocab_size, layout.condition_vocab).eval(),
+                        layout, specs, semantic_config.sampling, semantic_config.data.crop_seconds,
+                        Path("<semantic LM>"), producers)
+    run_config = load_stage_config("soundstorm", "tiny")
+    frames = make_frames(run_config, specs)
+    network = SoundStormModel(run_config.model, frames.semantic_vocab, frames.codebook_size, frames.num_levels,
+                              frames.frames_per_id).eval()
+    soundstorm = LoadedSoundStorm(network, frames, specs, run_config.sampling, Path("<soundstorm>"), producers)
+    sampling = PipelineSampling(soundstorm=SoundStormSamplingOverride(iterations=[3, 2], temperature=0.9))
+    return AudioLM(codec, tokenizer, semantic, None, None, soundstorm=soundstorm, sampling=sampling,
+                   dedup_density=0.5, prompt_seconds=1.5)
+
+
 def same_continuation(model, reloaded, prompt: torch.Tensor, seed: int = 3):
     """Both continue `prompt` with `seed` to the same ids, codes and audio; returns the reloaded one's result."""
     first, again = (each.continue_audio(prompt, 0.2, seed=seed) for each in (model, reloaded))
@@ -87,6 +118,41 @@ def test_pipeline_folder_generates_what_the_model_did(stages):
     again = same_continuation(stages.model, reloaded, prompt)
     other_seed = reloaded.continue_audio(prompt, 0.2, seed=4)
     assert not torch.equal(other_seed.codes, again.codes)  # the comparison can tell outputs apart
+
+
+def test_a_soundstorm_pipeline_folder_generates_what_the_model_did(stages, tmp_path):
+    """`acoustic_stage: soundstorm` round trip: a `soundstorm/` folder in place of `coarse_lm/` + `fine_lm/`, the
+    pipeline.yaml names it, and the reloaded model continues a prompt to the same ids, codes and audio."""
+    from audiolm_pl.inference.audiolm import AudioLM
+    from audiolm_pl.lm import LoadedLM, load_lm
+    from audiolm_pl.soundstorm import LoadedSoundStorm, load_soundstorm
+
+    model = soundstorm_audiolm_of(stages.model.codec, stages.model.semantic_tokenizer)
+    model.save_pretrained(tmp_path / "written")
+    folder = (tmp_path / "written").rename(tmp_path / "moved")  # nothing in it may point outside it
+    assert sorted(path.name for path in folder.iterdir() if path.is_dir()) == [
+        "codec", "semantic_lm", "semantic_tokenizer", "soundstorm"]
+    reloaded = AudioLM.from_pretrained(folder)
+    assert set(reloaded.lms) == {"semantic", "soundstorm"} and reloaded.coarse_lm is None
+    assert reloaded.sampling.soundstorm == model.sampling.soundstorm  # the pipeline's override, kept
+    stage = reloaded.soundstorm
+    assert (stage.layout, stage.sampling, stage.producers) == (model.soundstorm.layout, model.soundstorm.sampling,
+                                                               model.soundstorm.producers)
+    prompt = stages.voices[1][:6400]  # 0.4 s
+    again = same_continuation(model, reloaded, prompt)
+    assert not torch.equal(reloaded.continue_audio(prompt, 0.2, seed=4).codes, again.codes)
+
+    alone = LoadedSoundStorm.from_pretrained(folder / "soundstorm")  # the stage folder on its own, and its loader
+    assert torch.equal(alone.model.heads, load_soundstorm(folder / "soundstorm").model.heads)
+    with pytest.raises(TypeError, match="holds a LoadedSoundStorm, not a LoadedLM"):
+        LoadedLM.from_pretrained(folder / "soundstorm")
+    with pytest.raises(ValueError, match="'soundstorm' checkpoint, not an LM stage"):
+        load_lm(folder / "soundstorm")
+    with pytest.raises(ValueError, match="expected a 'soundstorm' stage"):
+        load_soundstorm(stages.folder / "coarse_lm")
+    _edit(folder / "soundstorm", lambda specs: specs["acoustic"].update(num_quantizers=2))  # fewer than its 4 levels
+    with pytest.raises(ValueError, match="layout.num_levels = 4 but token_specs.acoustic has 2 quantizers"):
+        AudioLM.from_pretrained(folder)
 
 
 def test_a_transformers_codec_is_exported_as_it_is(stages):

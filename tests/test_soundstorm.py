@@ -152,20 +152,28 @@ def test_tiny_config_trains_from_token_shards(runs, token_shards):
     assert loaded.sampling.iterations == [8, 1, 1, 1]
 
 
+def soundstorm_pipeline(runs, token_shards, folder):
+    """A pipeline YAML with `acoustic_stage: soundstorm` over the tiny runs; coarse_lm / fine_lm name nothing."""
+    from audiolm_pl.config import save_yaml
+    from audiolm_pl.inference.audiolm import PipelineConfig
+
+    pipeline = folder / "pipeline.yaml"
+    save_yaml(PipelineConfig(codec=str(token_shards.codec_path), semantic_tokenizer=str(token_shards.semantic_path),
+                             semantic_lm=str(runs[1]), coarse_lm=str(folder / "no_such_run"),
+                             fine_lm=str(folder / "no_such_run"), acoustic_stage="soundstorm",
+                             soundstorm=str(runs[0])), pipeline)
+    return pipeline
+
+
 def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_path):
     from audiolm_pl.cli import main
-    from audiolm_pl.config import save_yaml
-    from audiolm_pl.inference.audiolm import AudioLM, PipelineConfig
+    from audiolm_pl.inference.audiolm import AudioLM
     from audiolm_pl.lm import load_lm
     from audiolm_pl.soundstorm import load_soundstorm
     from audiolm_pl.tokens import TokenSpecMismatch
 
     codec, tokenizer = token_shards.codec, token_shards.tokenizer
-    pipeline = tmp_path / "pipeline.yaml"
-    save_yaml(PipelineConfig(codec=str(token_shards.codec_path), semantic_tokenizer=str(token_shards.semantic_path),
-                             semantic_lm=str(runs[1]), coarse_lm=str(tmp_path / "no_such_run"),
-                             fine_lm=str(tmp_path / "no_such_run"), acoustic_stage="soundstorm",
-                             soundstorm=str(runs[0])), pipeline)
+    pipeline = soundstorm_pipeline(runs, token_shards, tmp_path)
     model = AudioLM.from_config(pipeline)  # coarse_lm / fine_lm are not loaded
     assert set(model.lms) == {"semantic", "soundstorm"}
     prompt = torch.randn(8000) * 0.1  # 0.5 s
@@ -200,3 +208,24 @@ def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_pa
     dedup = replace(semantic, layout=replace(semantic.layout, dedup=True))
     with pytest.raises(TokenSpecMismatch, match="deduplicated"):
         AudioLM(codec, tokenizer, dedup, None, None, soundstorm=soundstorm)
+
+
+def test_export_command_writes_a_soundstorm_pipeline(runs, token_shards, tmp_path):
+    """`audiolm-pl export` of a pipeline of trained checkpoints with `acoustic_stage: soundstorm`: the folder holds
+    a `soundstorm/` stage, and what it loads continues a prompt as the checkpoints do, with the pipeline's
+    sampling override."""
+    from audiolm_pl.cli import main
+    from audiolm_pl.inference.audiolm import AudioLM
+
+    pipeline, out = soundstorm_pipeline(runs, token_shards, tmp_path), tmp_path / "export"
+    override = "sampling.soundstorm.iterations=[2,1]"
+    assert main(["export", "--pipeline", str(pipeline), str(out), override]) == 0
+    assert (out / "soundstorm" / "model.safetensors").is_file() and not (out / "coarse_lm").exists()
+    assert "acoustic_stage: soundstorm" in (out / "pipeline.yaml").read_text()
+    prompt = torch.randn(8000) * 0.1  # 0.5 s
+    first, again = (model.continue_audio(prompt, 0.4, seed=5) for model in (
+        AudioLM.from_config(pipeline, overrides=(override,)), AudioLM.from_pretrained(out)))
+    assert torch.equal(first.semantic_ids, again.semantic_ids) and torch.equal(first.codes, again.codes)
+    torch.testing.assert_close(first.wav, again.wav)
+    untuned = AudioLM.from_config(pipeline).continue_audio(prompt, 0.4, seed=5)  # 8 passes on level 0, not 2
+    assert not torch.equal(untuned.codes, again.codes)

@@ -6,7 +6,7 @@
     result = model.generate_unconditional(seconds=5, num_samples=2)
 
 Built from a pipeline YAML naming one checkpoint (or run directory, or save_pretrained folder) per
-stage, or from objects; `save_pretrained(folder)` writes all five stages into one folder (safetensors +
+stage, or from objects; `save_pretrained(folder)` writes every stage into one folder (safetensors +
 JSON and a `pipeline.yaml`, audiolm_pl/pretrained.py) that `AudioLM.from_pretrained(folder)` loads.
 Every TokenSpec is checked when it is built: a stage trained on other tokens is refused with a message
 that names both sides. So is a codec or semantic tokenizer whose `identity()` differs from the one that
@@ -180,28 +180,29 @@ class AudioLM(nn.Module):
         return model
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """All five stages into one folder: `codec/`, `semantic_tokenizer/` (its feature model inside),
-        `semantic_lm/`, `coarse_lm/`, `fine_lm/` (see audiolm_pl/pretrained.py), a `pipeline.yaml` naming them
-        with this model's sampling overrides and settings, and `audiolm_pl.json` with both TokenSpecs. Weights
-        only (safetensors); written whole or not at all. Returns the folder."""
+        """Every stage into one folder: `codec/`, `semantic_tokenizer/` (its feature model inside), `semantic_lm/`,
+        and `coarse_lm/` + `fine_lm/` or `soundstorm/` (see audiolm_pl/pretrained.py), a `pipeline.yaml` naming them
+        with this model's acoustic stage, sampling overrides and settings, and `audiolm_pl.json` with both
+        TokenSpecs. Weights only (safetensors); written whole or not at all. Returns the folder."""
         from audiolm_pl.config import save_yaml
         from audiolm_pl.pretrained import codec_name, save_pretrained, write_metadata, writing_folder
 
         if self.semantic_lm is None:
-            raise ValueError("save_pretrained writes all five stages; this pipeline has no semantic LM (acoustic-only)")
-        if self.soundstorm is not None:
-            raise ValueError("save_pretrained writes the coarse and fine LMs; a SoundStorm pipeline is shared as its "
-                             "pipeline YAML and checkpoints")
-
+            raise ValueError("save_pretrained writes every stage; this pipeline has no semantic LM (acoustic-only)")
+        acoustic = {"soundstorm": self.soundstorm} if self.soundstorm is not None else \
+            {"coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm}
         stages = {"codec": self.codec, "semantic_tokenizer": self.semantic_tokenizer, "semantic_lm": self.semantic_lm,
-                  "coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm}
+                  **acoustic}
         with writing_folder(folder, overwrite) as temporary:
             for name, stage in stages.items():
                 save_pretrained(stage, temporary / name)
-            names = {**{name: name for name in stages}, "codec": codec_name(self.codec, "codec")}
-            config = PipelineConfig(**names, sampling=self.sampling,
-                                    prompt_seconds=self.prompt_seconds, dedup_density=self.dedup_density,
-                                    device="cpu", allow_producer_swap=self.allow_producer_swap)
+            # the stages this folder lacks are named "" (not loaded), not the defaults' outputs/main paths
+            names = {"coarse_lm": "", "fine_lm": "", **{name: name for name in stages},
+                     "codec": codec_name(self.codec, "codec")}
+            config = PipelineConfig(**names, acoustic_stage="coarse_fine" if self.soundstorm is None else "soundstorm",
+                                    sampling=self.sampling, prompt_seconds=self.prompt_seconds,
+                                    dedup_density=self.dedup_density, device="cpu",
+                                    allow_producer_swap=self.allow_producer_swap)
             save_yaml(config, temporary / "pipeline.yaml")
             write_metadata(temporary, "pipeline", {"semantic": self.semantic_tokenizer.token_spec,
                                                    "acoustic": self.codec.token_spec},

@@ -1,5 +1,5 @@
 """`audiolm-pl generate`: run the composite AudioLM from a pipeline YAML and write wavs + spectrograms
-(`inference.generate.generate_files`). `audiolm-pl export`: the pipeline's five stages as one folder
+(`inference.generate.generate_files`). `audiolm-pl export`: the pipeline's stages as one folder
 (`AudioLM.save_pretrained`) that `AudioLM.from_pretrained` loads.
 
 Arguments are checked before any model loads (a bad `--seconds`, a missing prompt or an `--out` that cannot be
@@ -43,7 +43,7 @@ def add_commands(subparsers) -> None:
 
 def _add_export(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="write a pipeline's five stages as one folder that AudioLM.from_pretrained loads",
+        "export", help="write a pipeline's stages (coarse + fine or SoundStorm) as one folder that AudioLM.from_pretrained loads",
         description="Weights as safetensors, settings as JSON, a pipeline.yaml naming the stage folders (docs/inference.md).",
     )
     parser.add_argument("--pipeline", required=True, help="pipeline YAML naming a checkpoint per stage (<workdir>/pipeline.yaml)")

@@ -1,5 +1,7 @@
 """The SoundStorm stage: its run config (conf/soundstorm/*.yaml), `build` for the registry, and loading a trained
-one for generation (`load_soundstorm` -> `LoadedSoundStorm`, what `AudioLM` holds in place of coarse + fine)."""
+one for generation (`load_soundstorm` -> `LoadedSoundStorm`, what `AudioLM` holds in place of coarse + fine).
+`LoadedSoundStorm.save_pretrained(DIR)` / `from_pretrained(DIR)` share it as a folder (audiolm_pl/pretrained.py),
+which `load_soundstorm` also reads."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from audiolm_pl.checkpoint import CheckpointError, load_stage_checkpoint, sub_st
 from audiolm_pl.config import from_dict
 from audiolm_pl.lm.generation import LoadedLM
 from audiolm_pl.lm.token_data import TokenDataConfig, read_producers, read_token_specs
+from audiolm_pl.shareable import Shareable
 from audiolm_pl.soundstorm.data import SoundStormDataModule, SoundStormFrames
 from audiolm_pl.soundstorm.decoding import SoundStormSampling, generate_soundstorm
 from audiolm_pl.soundstorm.model import SoundStormConfig, SoundStormModel
@@ -60,7 +63,7 @@ def build(run_config: SoundStormRunConfig):
 
 
 @dataclass
-class LoadedSoundStorm:
+class LoadedSoundStorm(Shareable):
     model: SoundStormModel  # eval mode
     layout: SoundStormFrames
     token_specs: dict[str, TokenSpec]  # {"semantic", "acoustic"} of the training shards
@@ -84,7 +87,7 @@ class LoadedSoundStorm:
 
 
 def load_soundstorm(path: str | Path, device: str | torch.device = "cpu") -> LoadedSoundStorm:
-    """A SoundStorm checkpoint (or run directory) -> `LoadedSoundStorm`; weights-only load."""
+    """A SoundStorm checkpoint, run directory or save_pretrained folder -> `LoadedSoundStorm`; weights-only load."""
     checkpoint = load_stage_checkpoint(path, expected_stage="soundstorm")
     run_config = from_dict(SoundStormRunConfig, checkpoint.config)
     if not checkpoint.layout:
