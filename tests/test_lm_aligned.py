@@ -120,3 +120,71 @@ def test_aligned_layout_from_config():
     assert longest_sequence(layout, SPECS, 1.0) == 1 + 50 * 2
     with pytest.raises(ValueError, match="layout must be one of"):
         make_layout("fine", type("C", (), {"layout": "aligned", "num_coarse": 1})(), SPECS)
+
+
+def test_null_conditions_pad_every_semantic_slot_and_keep_level_and_phase():
+    layout = AlignedCoarseLayout(semantic_vocab=10, codebook_size=8, num_coarse=2, frames_per_id=2, lookahead=1, context=1)
+    conditions = torch.from_numpy(layout.conditions(np.array([4, 5, 6]), 6))[None]  # (1, 12, 5)
+    null = layout.null_conditions(conditions)
+    assert null.shape == conditions.shape
+    assert null[0, :, :3].tolist() == [[10, 21, 32]] * 12  # PAD (id K) of each of the 3 offsets' slices
+    assert torch.equal(null[..., 3:], conditions[..., 3:])  # level and phase untouched
+
+
+def test_guide_mixes_log_probabilities():
+    from audiolm_pl.lm.sampling import guide
+
+    conditioned, null = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    logits = torch.cat([conditioned, null])  # (2B, V)
+    assert torch.allclose(guide(logits, 1.0), conditioned.log_softmax(-1))
+    assert torch.allclose(guide(logits, 0.0), null.log_softmax(-1))
+    expected = null.log_softmax(-1) + 3 * (conditioned.log_softmax(-1) - null.log_softmax(-1))
+    assert torch.allclose(guide(logits, 3.0), expected)
+
+
+def test_guided_generation_samples_from_the_guided_mix_cached_and_uncached():
+    """Greedy guided decoding picks, at every step, the argmax of null + g (cond - null) computed by hand."""
+    layout = AlignedCoarseLayout(semantic_vocab=10, codebook_size=8, num_coarse=2)
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(n_layer=2, n_head=2, d_model=16, d_ff=32, max_seq_len=64),
+                          layout.vocab_size, layout.condition_vocab).eval()
+    conditions = torch.from_numpy(np.stack([layout.conditions(np.array([1, 2, 3, 4, 5]), 8),
+                                            layout.conditions(np.array([6, 7, 8, 9, 0]), 8)]))  # (2, 16, 6)
+    null = layout.null_conditions(conditions)
+    prefix = torch.full((2, 1), layout.bos)
+    guided = SamplingConfig(temperature=0, guidance=3.0)
+    tokens = prefix
+    with torch.no_grad():
+        for _ in range(12):  # the reference: both branches run in full every step
+            n = tokens.shape[1]
+            cond = model(tokens, conditions=conditions[:, :n])[:, -1].log_softmax(-1)
+            uncond = model(tokens, conditions=null[:, :n])[:, -1].log_softmax(-1)
+            tokens = torch.cat([tokens, (uncond + 3.0 * (cond - uncond)).argmax(-1, keepdim=True)], 1)
+    for use_cache in (True, False):
+        out = generate(model, prefix, 12, guided, conditions=conditions, null_conditions=null, use_cache=use_cache)
+        assert torch.equal(out, tokens[:, 1:])
+    plain = generate(model, prefix, 12, SamplingConfig(temperature=0), conditions=conditions)
+    assert not torch.equal(plain, tokens[:, 1:])  # guidance changed the decode (else the test shows nothing)
+    with pytest.raises(ValueError, match="guidance=3.0 needs a model conditioned per position"):
+        generate(model, prefix, 12, guided, conditions=conditions)
+
+
+def test_condition_dropout_trains_the_null_branch_and_only_on_the_aligned_layout():
+    from audiolm_pl.lm.lightning_module import TokenLMModule
+    from audiolm_pl.lm.stages import CoarseRunConfig, make_layout
+
+    config = CoarseRunConfig(num_coarse=2, layout="aligned", dedup_semantic=False, condition_dropout=0.5)
+    config.model = TransformerConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, max_seq_len=256)
+    layout = make_layout("coarse", config, SPECS)
+    module = TokenLMModule("coarse", config, layout, SPECS)
+    conditions = torch.from_numpy(np.stack([layout.conditions(np.arange(3), 6)] * 400))  # (400, 12, 6)
+    torch.manual_seed(0)
+    dropped = module._dropped_conditions(conditions)
+    null = layout.null_conditions(conditions)
+    is_null = (dropped == null).all(-1).all(-1)  # (400,) whole examples, never part of one
+    assert ((dropped == conditions).all(-1).all(-1) | is_null).all()
+    assert 150 < int(is_null.sum()) < 250  # about half
+    config.condition_dropout = 0.0
+    assert module._dropped_conditions(conditions) is conditions
+    with pytest.raises(ValueError, match="condition_dropout=0.2 needs layout=aligned"):
+        make_layout("coarse", CoarseRunConfig(num_coarse=2, layout="prefix", condition_dropout=0.2), SPECS)

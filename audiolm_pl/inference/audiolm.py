@@ -48,6 +48,7 @@ class SamplingOverride:
     temperature: Optional[float] = None
     top_k: Optional[int] = None
     top_p: Optional[float] = None
+    guidance: Optional[float] = None  # classifier-free guidance scale (coarse LM trained with condition_dropout)
 
     def over(self, base: SamplingConfig) -> SamplingConfig:
         """`base` with the fields this override sets (validated by SamplingConfig)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from audiolm_pl.lm.layouts import AcousticLayout, Example
 
@@ -73,6 +74,13 @@ class AlignedCoarseLayout(AcousticLayout):
         level = W * (K + 1) + np.tile(np.arange(self.num_coarse), num_frames)  # (T * Q',)
         phase = W * (K + 1) + self.num_coarse + np.repeat(frames % self.frames_per_id, self.num_coarse)  # (T * Q',)
         return np.concatenate([ids, level[:, None], phase[:, None]], axis=1).astype(np.int64)
+
+    def null_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
+        """condition ids (..., W + 2) -> the same with every semantic id PAD: what classifier-free guidance's
+        unconditioned branch reads, and what `condition_dropout` trains it on. Level and phase stay."""
+        width = len(self.offsets)
+        pads = torch.arange(width, device=conditions.device) * (self.semantic_vocab + 1) + self.semantic_vocab  # (W,)
+        return torch.cat([pads.expand(*conditions.shape[:-1], width), conditions[..., width:]], dim=-1)
 
     def example(self, semantic: np.ndarray, acoustic: np.ndarray) -> Example:
         frames = min(len(acoustic), len(semantic) * self.frames_per_id)

@@ -160,8 +160,10 @@ def _generate_coarse_aligned(lm: LoadedLM, semantic_ids: torch.Tensor, prompt_co
                           (_numpy_rows(prompt_coarse, semantic_ids.shape[0]) if known else [None] * semantic_ids.shape[0])])
     masks = [layout.level_mask(level) for level in layout.levels]
     allowed = lambda step, previous: masks[step % layout.num_coarse]  # noqa: E731 the prompt holds whole frames
-    new = generate(lm.model, prefix.to(device), (total - known) * layout.num_coarse, sampling or lm.sampling, allowed,
-                   conditions=conditions, **options)  # (B, (total - known) * Q')
+    sampling = sampling or lm.sampling
+    null = layout.null_conditions(conditions) if sampling.guided else None  # classifier-free guidance's other branch
+    new = generate(lm.model, prefix.to(device), (total - known) * layout.num_coarse, sampling, allowed,
+                   conditions=conditions, null_conditions=null, **options)  # (B, (total - known) * Q')
     new_codes = layout.codes(new)  # (B, total - known, Q')
     return new_codes if not known else torch.cat([prompt_coarse[:, :, : layout.num_coarse].to(device), new_codes], dim=1)
 

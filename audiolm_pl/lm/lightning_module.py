@@ -90,13 +90,23 @@ class TokenLMModule(L.LightningModule):
 
         Masks with `ignore_index` instead of boolean indexing (`_loss_terms`): selecting the loss positions
         needs their count on the host, a device sync every step; this keeps the step free of any."""
-        logits = self.model(batch["inputs"], conditions=batch.get("conditions"))  # (B, T, V)
+        logits = self.model(batch["inputs"], conditions=self._dropped_conditions(batch.get("conditions")))  # (B, T, V)
         keep = batch["levels"] >= 0  # (B, T)
         targets = batch["targets"].masked_fill(~keep, -100)  # (B, T); -100: F.cross_entropy's ignore_index
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum", ignore_index=-100)
         count = keep.sum().clamp_min(1)  # a batch of prefixes only gives 0 / 1, not NaN
         correct = ((logits.argmax(-1) == batch["targets"]) & keep).sum()
         return ce / count, correct / count
+
+    def _dropped_conditions(self, conditions: torch.Tensor | None) -> torch.Tensor | None:
+        """Training conditions (B, T, w) with each example's semantic ids dropped (all PAD) with probability
+        `condition_dropout`: the unconditioned model that classifier-free guidance (`sampling.guidance`) needs,
+        learnt by the same network at no extra cost (AudioGen / MusicGen train it this way)."""
+        rate = getattr(self.run_config, "condition_dropout", 0.0)
+        if conditions is None or not rate:
+            return conditions
+        drop = torch.rand(conditions.shape[0], 1, 1, device=conditions.device) < rate  # (B, 1, 1)
+        return torch.where(drop, self.layout.null_conditions(conditions), conditions)
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(1 + len(self.layout.levels), 3, device=self.device, dtype=torch.float64)

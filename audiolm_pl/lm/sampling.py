@@ -61,12 +61,19 @@ class SamplingConfig:
     temperature: float = 1.0  # 0 = greedy (argmax)
     top_k: int = 0  # keep the k most likely ids; 0 = all
     top_p: float = 1.0  # keep the smallest set of ids whose probability reaches top_p
+    # classifier-free guidance scale g (1 = off): log p(x | c) + (g - 1) (log p(x | c) - log p(x | null)).
+    # Needs a model trained with condition dropout and conditioned per position (the aligned coarse layout).
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.guidance < 0:
             raise ValueError(
-                f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got {self}"
+                f"sampling needs temperature >= 0, top_k >= 0, 0 < top_p <= 1 and guidance >= 0; got {self}"
             )
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance != 1.0
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -92,6 +99,16 @@ def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: Optio
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """logits (2B, V) of [conditioned; null-conditioned] rows -> guided log-probabilities (B, V).
+
+    Classifier-free guidance (Ho & Salimans 2022; AudioGen / MusicGen decode this way): the conditioned
+    distribution sharpened away from the unconditioned one, in log-probabilities so that both rows'
+    normalisers cancel. Ids that the stage forbids stay forbidden (`_restrict` runs after)."""
+    conditioned, null = logits.float().log_softmax(-1).chunk(2)  # (B, V) each
+    return null + scale * (conditioned - null)
+
+
 def _restrict(logits: torch.Tensor, allowed: Optional[AllowedFn], step: int, previous: torch.Tensor) -> torch.Tensor:
     if allowed is None:
         return logits
@@ -110,18 +127,28 @@ def generate(
     use_cache: bool = True,
     generator: Optional[torch.Generator] = None,
     conditions: Optional[torch.Tensor] = None,
+    null_conditions: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """prefix (B, T0) int64, T0 >= 1 -> the `num_tokens` new tokens (B, num_tokens).
 
     window: most positions the model attends over (default: its trained `max_seq_len`).
     conditions: (B, T0 + num_tokens - 1, w) condition ids of every input position, for a model built
     with condition embeddings (the aligned layout): known in advance, unlike the tokens.
+    null_conditions: the same positions' conditions with the condition dropped (`AlignedCoarseLayout.null_conditions`),
+    needed when `sampling.guidance` is not 1: each step then runs a batch of 2B rows, conditioned and null, and
+    samples from their guided mix (`guide`).
     """
     if prefix.dim() != 2 or prefix.shape[1] == 0:
         raise ValueError(f"prefix must be (B, T0) with T0 >= 1, got shape {tuple(prefix.shape)}")
     if conditions is not None and conditions.shape[1] < prefix.shape[1] + num_tokens - 1:
         raise ValueError(f"conditions cover {conditions.shape[1]} positions; {prefix.shape[1]} prompt + "
                          f"{num_tokens} new tokens read {prefix.shape[1] + num_tokens - 1}")
+    if sampling.guided:
+        if conditions is None or null_conditions is None:
+            raise ValueError(f"sampling.guidance={sampling.guidance} needs a model conditioned per position and trained "
+                             "with condition dropout (the coarse LM's aligned layout with condition_dropout > 0); "
+                             "set guidance: 1.0 for this stage")
+        prefix, conditions = prefix.repeat(2, 1), torch.cat([conditions, null_conditions])  # (2B, T0), (2B, T, w)
     window = TokenWindow(window or model.config.max_seq_len)
     was_training = model.training
     model.eval()
@@ -137,16 +164,26 @@ def _conditions(conditions: Optional[torch.Tensor], start: int, end: int) -> Opt
     return None if conditions is None else conditions[:, start:end]  # (B, end - start, w)
 
 
+def _guided(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """The model's last-position logits -> what to sample from: (B, V), guided when the batch is doubled."""
+    return guide(logits, sampling.guidance) if sampling.guided else logits
+
+
+def _both(ids: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """Sampled ids (B,) -> the ids both halves of a guided batch read next: (2B,), else (B,)."""
+    return ids.repeat(2) if sampling.guided else ids
+
+
 def _generate_uncached(model, prefix, num_tokens, sampling, allowed, window: TokenWindow, generator,
                        conditions=None) -> torch.Tensor:
-    tokens = prefix
+    tokens, rows = prefix, prefix.shape[0] // (2 if sampling.guided else 1)  # (B or 2B, T0); B sequences
     for step in _steps(num_tokens):
         length = tokens.shape[1]
         start = window.start(length)
-        logits = model(tokens[:, start:], conditions=_conditions(conditions, start, length))[:, -1]  # (B, V)
-        next_ids = sample_next(_restrict(logits, allowed, step, tokens[:, -1]), sampling, generator)  # (B,)
-        tokens = torch.cat([tokens, next_ids[:, None]], dim=1)  # (B, T + 1)
-    return tokens[:, prefix.shape[1]:]  # (B, num_tokens)
+        logits = _guided(model(tokens[:, start:], conditions=_conditions(conditions, start, length))[:, -1], sampling)
+        next_ids = sample_next(_restrict(logits, allowed, step, tokens[:rows, -1]), sampling, generator)  # (B,)
+        tokens = torch.cat([tokens, _both(next_ids, sampling)[:, None]], dim=1)  # (B or 2B, T + 1)
+    return tokens[:rows, prefix.shape[1]:]  # (B, num_tokens)
 
 
 def _generate_cached(model, prefix, num_tokens, sampling, allowed, window: TokenWindow, generator,
@@ -154,8 +191,8 @@ def _generate_cached(model, prefix, num_tokens, sampling, allowed, window: Token
     batch, length = prefix.shape
     cache = model.new_cache(batch, window.window)
     start = window.start(length)
-    logits = model(prefix[:, start:], cache, _conditions(conditions, start, length))[:, -1]
-    previous = prefix[:, -1]
+    logits = _guided(model(prefix[:, start:], cache, _conditions(conditions, start, length))[:, -1], sampling)  # (B, V)
+    previous = prefix[: len(logits), -1]
     generated = []
     for step in _steps(num_tokens):
         next_ids = sample_next(_restrict(logits, allowed, step, previous), sampling, generator)  # (B,)
@@ -165,5 +202,5 @@ def _generate_cached(model, prefix, num_tokens, sampling, allowed, window: Token
             break
         window.make_room(cache)
         step_conditions = _conditions(conditions, length + step, length + step + 1)  # (B, 1, w) or None
-        logits = model(next_ids[:, None], cache, step_conditions)[:, -1]  # (B, V)
+        logits = _guided(model(_both(next_ids, sampling)[:, None], cache, step_conditions)[:, -1], sampling)  # (B, V)
     return torch.stack(generated, dim=1)  # (B, num_tokens)

@@ -49,6 +49,9 @@ class CoarseRunConfig(LMRunConfig):
     # "acoustic_only": the codes only, no semantic ids at all (the paper's ablation; generated without a semantic LM)
     layout: str = "prefix"
     lookahead: int = 2  # interleaved / aligned: semantic ids of look-ahead
+    # aligned: share of training examples whose semantic ids are all dropped (PAD), so that the same model is
+    # also unconditioned and `sampling.guidance` > 1 can be used at generation (0 = off; 0.1-0.2 is usual)
+    condition_dropout: float = 0.0
 
 
 @dataclass
@@ -118,6 +121,11 @@ def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]) -> Layout:
     if stage == "coarse" and run_config.layout != "prefix" and run_config.dedup_semantic:
         raise ValueError(f"coarse LM: layout={run_config.layout} places each semantic id at its time, so it needs "
                          "dedup_semantic=false (deduplicated ids have lost their timing)")
+    if stage == "coarse" and run_config.condition_dropout and run_config.layout != "aligned":
+        raise ValueError(f"coarse LM: condition_dropout={run_config.condition_dropout} needs layout=aligned (the layout "
+                         f"whose semantic ids can be dropped per example), got layout={run_config.layout}")
+    if stage == "coarse" and not 0 <= run_config.condition_dropout < 1:
+        raise ValueError(f"coarse LM: condition_dropout must be in [0, 1), got {run_config.condition_dropout}")
     if stage == "coarse" and run_config.layout == "aligned":
         return AlignedCoarseLayout(semantic.vocab_size, acoustic.vocab_size, run_config.num_coarse,
                                    _frames_per_id("aligned", specs), max(0, run_config.lookahead))
