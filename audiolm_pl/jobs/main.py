@@ -2,7 +2,8 @@
 
 `audiolm-pl main` trains on speech (synthetic voices + Asterisk prompts); `audiolm-pl main corpus=piano` runs the
 same steps on piano music rendered from music21's scores (docs/piano.md): log-mel semantic tokens, 4 s prompts of
-held-out composers' works, and `eval --music` measures in place of the speech judges.
+held-out composers' works, and `eval --music` measures in place of the speech judges. `acoustic_stage=soundstorm`
+trains one parallel SoundStorm model in place of the coarse and fine LMs (docs/soundstorm.md).
 
 Steps run in order; each one records `<workdir>/steps/<name>.done` when it finishes, so an
 interrupted job picks up at the first unfinished step (and each step is itself resumable).
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 
 SEMANTIC_SOURCES = ("whisper", "ssl", "mfcc", "logmel")
+# the steps that make each acoustic stage (PipelineConfig.acoustic_stage); a job runs its own and skips the other's
+ACOUSTIC_STEPS = {"coarse_fine": ("coarse_lm", "fine_lm"), "soundstorm": ("soundstorm",)}
+# steps whose result depends on the acoustic stage: a workdir where one is done cannot switch to the other stage
+ACOUSTIC_DEPENDENT = ("semantic_lm", "coarse_lm", "fine_lm", "soundstorm", "generate", "eval")
 CORPUS_DEFAULTS = {  # what "" means for workdir / semantic_source / prompt_seconds, and piano_hours when 0
     # speech: Whisper's encoder (an ASR model: its features follow phones and words)
     "speech": {"workdir": "outputs/main", "semantic_source": "whisper", "prompt_seconds": 3.0},
@@ -55,6 +60,10 @@ class MainJobConfig:
     semantic_lm_minutes: float = 2.5
     coarse_lm_minutes: float = 5.0
     fine_lm_minutes: float = 4.5  # 2.5 gave ~500 steps; ~1,000 voice the continuations more (fine_lm_steps_2026-11-25.md)
+    # what makes the acoustic codes: coarse_fine (the paper's coarse + fine LMs) | soundstorm (one parallel model,
+    # docs/soundstorm.md; the semantic LM then keeps every id at its time, dedup=false, as SoundStorm reads them)
+    acoustic_stage: str = "coarse_fine"
+    soundstorm_minutes: float = 0.0  # 0: coarse_lm_minutes + fine_lm_minutes, the budget of the pair it replaces
     semantic_source: str = ""  # whisper (tiny.en encoder) | ssl (our HuBERT-style model) | mfcc | logmel; "": the corpus'
     semantic_clusters: int = 256
     prompts: int = 3  # held-out prompts to continue in `generate`
@@ -75,6 +84,12 @@ class MainJobConfig:
         self.piano_hours = self.piano_hours or defaults.get("piano_hours", 0.0)
         if self.semantic_source not in SEMANTIC_SOURCES:
             raise ValueError(f"semantic_source must be one of {SEMANTIC_SOURCES}, got {self.semantic_source!r}")
+        if self.acoustic_stage not in ACOUSTIC_STEPS:
+            raise ValueError(f"acoustic_stage must be one of {list(ACOUSTIC_STEPS)}, got {self.acoustic_stage!r}")
+
+    def skips(self, step: str) -> bool:
+        """True for the steps of the acoustic stage this job does not use (coarse_lm and fine_lm with soundstorm)."""
+        return any(step in steps for stage, steps in ACOUSTIC_STEPS.items() if stage != self.acoustic_stage)
 
     @property
     def root(self) -> Path:
@@ -209,11 +224,20 @@ def step_tokenize(config: MainJobConfig) -> dict:
 
 def _lm_step(stage: str):
     def step(config: MainJobConfig) -> dict:
+        # SoundStorm reads each semantic id at its frame: a semantic LM that deduplicates them would lose the timing
+        timed = ("dedup=false",) if stage == "semantic" and config.acoustic_stage == "soundstorm" else ()
         return _train(config, stage, getattr(config, f"{stage}_lm_minutes"), f"data.train_shards={config.train_split('tokens')}",
-                      f"data.val_shards={config.val_split('tokens')}")
+                      f"data.val_shards={config.val_split('tokens')}", *timed)
 
     step.__name__ = f"step_{stage}_lm"
     return step
+
+
+def step_soundstorm(config: MainJobConfig) -> dict:
+    """The parallel acoustic stage on the same token shards, with the coarse + fine LMs' minutes unless set."""
+    minutes = config.soundstorm_minutes or config.coarse_lm_minutes + config.fine_lm_minutes
+    return _train(config, "soundstorm", minutes, f"data.train_shards={config.train_split('tokens')}",
+                  f"data.val_shards={config.val_split('tokens')}")
 
 
 def write_pipeline_yaml(config: MainJobConfig) -> Path:
@@ -221,9 +245,11 @@ def write_pipeline_yaml(config: MainJobConfig) -> Path:
     from audiolm_pl.inference.audiolm import PipelineConfig
 
     # paths relative to the YAML (config.py): the workdir can be moved or read from any directory
+    parallel = config.acoustic_stage == "soundstorm"
     pipeline = PipelineConfig(codec="runs/codec", semantic_tokenizer="semantic/tokenizer.safetensors",
-                              semantic_lm="runs/semantic", coarse_lm="runs/coarse", fine_lm="runs/fine",
-                              prompt_seconds=config.prompt_seconds)
+                              semantic_lm="runs/semantic", coarse_lm="" if parallel else "runs/coarse",
+                              fine_lm="" if parallel else "runs/fine", acoustic_stage=config.acoustic_stage,
+                              soundstorm="runs/soundstorm" if parallel else "", prompt_seconds=config.prompt_seconds)
     path = config.root / "pipeline.yaml"
     save_yaml(pipeline, path)
     return path
@@ -279,6 +305,7 @@ STEPS: dict[str, Callable[[MainJobConfig], dict]] = {
     "semantic_lm": _lm_step("semantic"),
     "coarse_lm": _lm_step("coarse"),
     "fine_lm": _lm_step("fine"),
+    "soundstorm": step_soundstorm,  # acoustic_stage=soundstorm, in place of coarse_lm and fine_lm
     "generate": step_generate,
     "eval": step_eval,
 }
@@ -291,9 +318,15 @@ def run_main_job(config: MainJobConfig) -> dict:
     steps_dir.mkdir(parents=True, exist_ok=True)
     report_path = config.root / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {"steps": {}}
+    _require_same_acoustic_stage(config, report)
+    report["acoustic_stage"] = config.acoustic_stage
     for name in config.steps:
         if name not in STEPS:
             raise ValueError(f"unknown main-job step {name!r}; steps: {list(STEPS)}")
+        if config.skips(name):  # no marker, and no figures of an earlier run with the other stage in the report
+            log.info("main job: step %s is not used with acoustic_stage=%s", name, config.acoustic_stage)
+            report["steps"].pop(name, None)
+            continue
         marker = steps_dir / f"{name}.done"
         if marker.exists():
             log.info("main job: step %s already done (%s)", name, marker)
@@ -306,3 +339,14 @@ def run_main_job(config: MainJobConfig) -> dict:
         write_markdown_report(report, config.root / "report.md")
         atomic_write_json(marker, report["steps"][name])
     return report
+
+
+def _require_same_acoustic_stage(config: MainJobConfig, report: dict) -> None:
+    """A workdir whose semantic LM, generations or evaluation were made for the other acoustic stage would be
+    reused as done (their step markers): refuse, naming the way out. Reports from before the option: coarse_fine."""
+    before = report.get("acoustic_stage", "coarse_fine")
+    done = [name for name in ACOUSTIC_DEPENDENT if (config.root / "steps" / f"{name}.done").exists()]
+    if before != config.acoustic_stage and done:
+        raise ValueError(f"{config.root} was run with acoustic_stage={before} (steps done: {', '.join(done)}); "
+                         f"for acoustic_stage={config.acoustic_stage} give another workdir=..., or delete those "
+                         f"steps' markers in {config.root / 'steps'} to redo them")
