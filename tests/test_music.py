@@ -140,3 +140,18 @@ def test_piano_main_job_end_to_end(tmp_path):
     assert "| piano continuation | onset rate / prompt's |" in results and "codec round trip, piano" in results
     assert "acoustic generation" not in results and "speaker-ID" not in results  # speech rows: not measured here
     assert "| coarse LM |" in results and "cpu x 1" in results
+
+
+def test_main_job_report_names_the_corpus_prompt_and_held_out_set(tmp_path):
+    """report.md says what this job held out and how long its prompts are (4 s works for piano, 3 s speakers)."""
+    from audiolm_pl.jobs.report import write_markdown_report
+
+    evaluation = tmp_path / "eval.md"
+    evaluation.write_text("# eval\n\nfigures\n")
+    steps = {"generate": {"seconds": 6.0, "continuations": ["generated/a.wav"]}, "eval": {"seconds": 6.0, "report": str(evaluation)}}
+    write_markdown_report({"corpus": "piano", "prompt_seconds": 4.0, "steps": steps}, tmp_path / "piano.md")
+    text = (tmp_path / "piano.md").read_text()
+    assert "first 4 s = the held-out prompt" in text and "Evaluation on held-out works" in text
+    write_markdown_report({"steps": steps}, tmp_path / "speech.md")  # a report from before these keys: speech, 3 s
+    text = (tmp_path / "speech.md").read_text()
+    assert "first 3 s = the held-out prompt" in text and "Evaluation on held-out speakers" in text

@@ -145,7 +145,8 @@ def results_markdown(title: str, rows: list[ResultRow], compute: list[RunCompute
     if not rows:
         lines.append("| (no experiment had figures) | | | | |")
     lines += ["", "Paper: Borsos et al., AudioLM (arXiv 2209.03143): three ~0.3 B-parameter LMs, w2v-BERT XL semantic tokens, "
-              "SoundStream 12 x 1024 codes, speech models trained on Libri-Light (60 k hours). Ours: the runs below, "
+              "SoundStream 12 x 1024 codes, speech models trained on Libri-Light (60 k hours), piano models on ~40 k hours "
+              "of piano. Ours: the runs below, "
               "on the embedded corpus.", "",
               "## Configuration and compute behind ours", "",
               "| stage | run | parameters | steps | minutes | device | model |", "|---|---|---|---|---|---|---|"]

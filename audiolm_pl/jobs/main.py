@@ -320,6 +320,7 @@ def run_main_job(config: MainJobConfig) -> dict:
     report = json.loads(report_path.read_text()) if report_path.exists() else {"steps": {}}
     _require_same_acoustic_stage(config, report)
     report["acoustic_stage"] = config.acoustic_stage
+    report["corpus"], report["prompt_seconds"] = config.corpus, config.prompt_seconds  # what report.md says of them
     for name in config.steps:
         if name not in STEPS:
             raise ValueError(f"unknown main-job step {name!r}; steps: {list(STEPS)}")

@@ -61,11 +61,13 @@ def write_markdown_report(report: dict, path: Path) -> None:
     lines += ["", f"Total: {sum(s['seconds'] for s in report['steps'].values()) / 60:.1f} minutes.", ""]
     generated = report["steps"].get("generate", {}).get("continuations", [])
     if generated:
-        lines += ["Continuations (first 3 s = the held-out prompt; a spectrogram PNG beside each):", ""]
+        lines += [f"Continuations (first {report.get('prompt_seconds', 3):g} s = the held-out prompt; a spectrogram PNG "
+                  "beside each):", ""]
         lines += [f"- `{item}`" for item in generated]
     evaluation = Path(report["steps"].get("eval", {}).get("report", ""))
     if evaluation.is_file():  # the eval step's own report, one heading level down
         body = evaluation.read_text().splitlines()
-        lines += ["", "## Evaluation on held-out speakers (`audiolm-pl eval`)", ""]
+        held_out = "works" if report.get("corpus") == "piano" else "speakers"
+        lines += ["", f"## Evaluation on held-out {held_out} (`audiolm-pl eval`)", ""]
         lines += ["#" + line if line.startswith("#") else line for line in body if not line.startswith("# ")]
     atomic_write_text(path, "\n".join(lines) + "\n")
