@@ -86,3 +86,19 @@ def test_results_md_adds_acoustic_only_and_detector_rows_when_given(tiny_run, tm
     assert not any(e.startswith(("acoustic generation", "codec round trip")) for e in experiments)  # sections not run
     compute = (out / "results.md").read_text()
     assert "| acoustic-only coarse LM |" in compute and "| detector |" in compute
+
+
+def test_compute_rows_give_the_step_of_the_checkpoint_the_pipeline_loads(tmp_path):
+    """A pipeline naming an earlier step*.ckpt is reported at that step, not at the run's last logged one."""
+    import torch
+
+    from audiolm_pl.evaluation.results_table import run_compute
+
+    checkpoints = tmp_path / "coarse" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (tmp_path / "coarse" / "config.yaml").write_text("trainer: {accelerator: cpu, devices: 1, precision: 32-true}\n")
+    torch.save({"global_step": 250, "state_dict": {}}, checkpoints / "step0000250.ckpt")
+    torch.save({"global_step": 759, "state_dict": {}}, checkpoints / "last.ckpt")
+    assert run_compute("coarse LM", tmp_path / "coarse", None).steps == 759
+    assert run_compute("coarse LM", checkpoints / "step0000250.ckpt", None).steps == 250
+    assert run_compute("codec", tmp_path / "exported", None).steps is None  # no checkpoint, no logs: unknown

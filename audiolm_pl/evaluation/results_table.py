@@ -121,8 +121,22 @@ def run_compute(stage: str, run: Path, parameters: Optional[int]) -> RunCompute:
     model = config.get("model") or {}
     sizing = ", ".join(f"{key}={value}" for key, value in model.items() if isinstance(value, (int, float)) and
                        key in ("d_model", "depth", "num_layers", "num_heads", "channels", "num_quantizers", "codebook_size"))
-    steps, minutes = _tensorboard_steps_and_minutes(directory)
-    return RunCompute(stage, str(directory), parameters, steps, minutes, device, sizing or "-")
+    logged_steps, minutes = _tensorboard_steps_and_minutes(directory)
+    steps = _checkpoint_step(run)  # what the pipeline loads, which can be an earlier step*.ckpt than the logs' last
+    return RunCompute(stage, str(directory), parameters, logged_steps if steps is None else steps, minutes, device,
+                      sizing or "-")
+
+
+def _checkpoint_step(run: Path) -> Optional[int]:
+    """The training step of the checkpoint a pipeline path names (a run directory's last.ckpt or a file); None
+    when it is not a Lightning checkpoint (an exported folder, a tokenizer file)."""
+    from audiolm_pl.checkpoint import CheckpointError, load_raw
+
+    try:
+        step = load_raw(run).get("global_step")
+    except (CheckpointError, OSError, AttributeError):
+        return None
+    return int(step) if step is not None else None
 
 
 def _tensorboard_steps_and_minutes(directory: Path) -> tuple[Optional[int], Optional[float]]:
