@@ -186,5 +186,13 @@ def test_condition_dropout_trains_the_null_branch_and_only_on_the_aligned_layout
     assert 150 < int(is_null.sum()) < 250  # about half
     config.condition_dropout = 0.0
     assert module._dropped_conditions(conditions) is conditions
-    with pytest.raises(ValueError, match="condition_dropout=0.2 needs layout=aligned"):
-        make_layout("coarse", CoarseRunConfig(num_coarse=2, layout="prefix", condition_dropout=0.2), SPECS)
+    from audiolm_pl.lm.stages import _without_guidance_unless_aligned
+
+    # another layout has no per-position ids to drop: both keys are set off, so `small layout=acoustic_only` trains
+    prefix = CoarseRunConfig(num_coarse=2, layout="acoustic_only", condition_dropout=0.2,
+                             sampling=SamplingConfig(temperature=0.8, guidance=3.0))
+    plain = _without_guidance_unless_aligned(prefix)
+    assert plain.condition_dropout == 0.0 and plain.sampling == SamplingConfig(temperature=0.8)
+    assert _without_guidance_unless_aligned(config) is config
+    with pytest.raises(ValueError, match=r"condition_dropout must be in \[0, 1\), got 1.0"):
+        make_layout("coarse", CoarseRunConfig(num_coarse=2, layout="aligned", dedup_semantic=False, condition_dropout=1.0), SPECS)

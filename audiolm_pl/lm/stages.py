@@ -7,7 +7,8 @@ checks that the longest crop fits the model's context, and returns (TokenLMModul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 
 from audiolm_pl.lm.aligned import AlignedCoarseLayout
 from audiolm_pl.lm.interleaved import InterleavedCoarseLayout, InterleavedFineLayout
@@ -18,6 +19,8 @@ from audiolm_pl.lm.token_data import TokenDataConfig, TokenDataModule, read_prod
 from audiolm_pl.lm.transformer import TransformerConfig
 from audiolm_pl.tokens import TokenSpec
 from audiolm_pl.training import OptimConfig, TrainerConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,9 +124,6 @@ def make_layout(stage: str, run_config, specs: dict[str, TokenSpec]) -> Layout:
     if stage == "coarse" and run_config.layout != "prefix" and run_config.dedup_semantic:
         raise ValueError(f"coarse LM: layout={run_config.layout} places each semantic id at its time, so it needs "
                          "dedup_semantic=false (deduplicated ids have lost their timing)")
-    if stage == "coarse" and run_config.condition_dropout and run_config.layout != "aligned":
-        raise ValueError(f"coarse LM: condition_dropout={run_config.condition_dropout} needs layout=aligned (the layout "
-                         f"whose semantic ids can be dropped per example), got layout={run_config.layout}")
     if stage == "coarse" and not 0 <= run_config.condition_dropout < 1:
         raise ValueError(f"coarse LM: condition_dropout must be in [0, 1), got {run_config.condition_dropout}")
     if stage == "coarse" and run_config.layout == "aligned":
@@ -158,7 +158,18 @@ def build_semantic(run_config: SemanticRunConfig):
 
 
 def build_coarse(run_config: CoarseRunConfig):
-    return _build("coarse", run_config)
+    return _build("coarse", _without_guidance_unless_aligned(run_config))
+
+
+def _without_guidance_unless_aligned(run_config: CoarseRunConfig) -> CoarseRunConfig:
+    """Classifier-free guidance needs per-position conditions to drop: with another layout (e.g. `small` +
+    `layout=acoustic_only`) condition_dropout and sampling.guidance are set off, and the checkpoint says so."""
+    if run_config.layout == "aligned" or not (run_config.condition_dropout or run_config.sampling.guided):
+        return run_config
+    log.info("coarse LM: layout=%s has no per-position semantic conditions; condition_dropout=%s and "
+             "sampling.guidance=%s are not used (0 and 1)", run_config.layout, run_config.condition_dropout,
+             run_config.sampling.guidance)
+    return replace(run_config, condition_dropout=0.0, sampling=replace(run_config.sampling, guidance=1.0))
 
 
 def build_fine(run_config: FineRunConfig):
