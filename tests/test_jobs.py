@@ -208,3 +208,17 @@ def test_eval_step_reports_the_targets_of_eval_json(tiny_run, monkeypatch):
     saved = json.loads((config.root / "eval" / "eval.json").read_text())
     assert figures["targets"] == {t["name"]: {"figure": t["figure"], "passed": t["passed"]} for t in saved["targets"]}
     assert "codec round trip STOI" in figures["targets"] and figures["report"] == str(config.root / "eval" / "report.md")
+
+
+@pytest.mark.parametrize("trainer, minutes, warned", [("cpu", 4.0, True), ("cpu", 30.0, False), ("ddp", 4.0, False)])
+def test_ssl_source_on_a_cpu_budget_warns_that_its_ids_carry_little(monkeypatch, tmp_path, caplog, trainer, minutes, warned):
+    """4 CPU minutes leave our SSL model inside its warm-up (measured: 47 steps): the job says so instead of silently
+    tokenizing with an untrained model."""
+    from audiolm_pl.jobs import main as job
+
+    monkeypatch.setattr(job, "_kmeans", lambda *args, **kwargs: None)
+    monkeypatch.setattr(job, "_train", lambda *args, **kwargs: {})
+    config = job.MainJobConfig(workdir=str(tmp_path), semantic_source="ssl", trainer=trainer, ssl_minutes=minutes)
+    with caplog.at_level("WARNING", logger="audiolm_pl.jobs.main"):
+        job._ssl_tokenizer(config, tmp_path / "semantic" / "tokenizer.safetensors")
+    assert ("stays near its random start" in caplog.text) == warned

@@ -56,7 +56,9 @@ class MainJobConfig:
     # training budgets in minutes (each stage also stops at its config's max_steps); measured split:
     # docs/results/main_job_2026-11-25.md
     codec_minutes: float = 9.0
-    ssl_minutes: float = 4.0  # semantic_source=ssl only
+    # semantic_source=ssl only. On 2 CPU cores 4 minutes are ~50 steps, inside the 2,000-step warm-up: ids of an almost
+    # untrained model (semantic_sources_end_to_end_2026-11-25.md); its PNMI passes MFCC's after ~30 CPU minutes
+    ssl_minutes: float = 4.0
     semantic_lm_minutes: float = 2.5
     coarse_lm_minutes: float = 5.0
     fine_lm_minutes: float = 4.5  # 2.5 gave ~500 steps; ~1,000 voice the continuations more (fine_lm_steps_2026-11-25.md)
@@ -201,6 +203,10 @@ def step_semantic_tokenizer(config: MainJobConfig) -> dict:
 def _ssl_tokenizer(config: MainJobConfig, out: Path) -> dict:
     """HuBERT-style iteration: MFCC (log-mel for piano) k-means targets -> our SSL model -> k-means on its features."""
     shards = config.root / "shards" / config.corpus
+    if config.trainer.startswith("cpu") and config.ssl_minutes < 30:
+        log.warning("semantic_source=ssl with ssl_minutes=%g on a CPU: the SSL model stays near its random start "
+                    "(~50 steps in 4 minutes on 2 cores) and its ids carry little; give it 30+ minutes or a GPU "
+                    "(docs/results/semantic_sources_end_to_end_2026-11-25.md)", config.ssl_minutes)
     first = "logmel" if config.corpus == "piano" else "mfcc"  # MFCCs blur pitch (CORPUS_DEFAULTS)
     targets = out.parent / f"{first}_50hz.safetensors"
     _kmeans(config, first, [shards / "train"], targets, frame_rate=50, max_frames=200000)
