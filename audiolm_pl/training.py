@@ -18,7 +18,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from audiolm_pl import config as config_lib
 from audiolm_pl import registry
@@ -71,64 +71,36 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
-    # what the cosine decays over: "steps" (trainer.max_steps) | "budget": whichever of max_steps and
-    # trainer.max_time runs out first, so a run stopped by its clock ends with its learning rate decayed
-    # (budget-aware decay: Li et al. 2020, "Budgeted Training"). With "budget" the learning rate depends on
-    # the wall clock, so two runs (or a resumed one) are not step-for-step identical.
-    decay: str = "steps"
-
-    def __post_init__(self) -> None:
-        if self.decay not in ("steps", "budget"):
-            raise ValueError(f"optim.decay must be 'steps' or 'budget', got {self.decay!r}")
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float, used: float = 0.0) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`, or earlier when
-    `used` (the share of a time budget spent, 0..1) is ahead of the steps."""
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, max(used, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def budget_used(module) -> Optional[Callable[[], float]]:
-    """For a module whose `run_config.optim.decay` is "budget": a function -> share (0..1) of `trainer.max_time`
-    its training has spent, read from Lightning's `Timer` (restored on resume); None for "steps"."""
-    if module.run_config.optim.decay != "budget":
-        return None
-    from lightning.pytorch.callbacks import Timer
-
-    timers = [c for c in module.trainer.callbacks if isinstance(c, Timer)]
-    if not timers:
-        raise ValueError("optim.decay=budget decays over trainer.max_time; set trainer.max_time (DD:HH:MM:SS) or "
-                         "use optim.decay=steps")
-    timer, seconds = timers[0], timers[0]._duration  # Lightning keeps the budget only there
-    return lambda: min(1.0, (timer.time_elapsed("train") or 0.0) / seconds)
-
-
-def adamw_with_schedule(parameters, optim: OptimConfig, total_steps: int, weight_decay: float | None = None,
-                        used: Optional[Callable[[], float]] = None):
-    """(AdamW, LambdaLR warm-up + cosine) stepped once per optimizer step; `used`: `budget_used(module)`."""
+def adamw_with_schedule(parameters, optim: OptimConfig, total_steps: int, weight_decay: float | None = None):
+    """(AdamW, LambdaLR warm-up + cosine) stepped once per optimizer step."""
     import torch
 
     optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=tuple(optim.betas),
                                   weight_decay=optim.weight_decay if weight_decay is None else weight_decay)
     total = max(total_steps, optim.warmup_steps + 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, optim.warmup_steps, total, optim.min_lr_ratio, used() if used else 0.0)
+        optimizer, lambda step: warmup_cosine(step, optim.warmup_steps, total, optim.min_lr_ratio)
     )
     return optimizer, scheduler
 
 
-def transformer_optimizers(module) -> dict:
-    """Lightning's `configure_optimizers` answer for a module's transformer (`module.model`): AdamW (warm-up +
-    cosine, stepped per optimizer step, `run_config.optim`) with weight decay on matrices only; norms, biases and
-    other vectors are not decayed."""
-    optim, total_steps = module.run_config.optim, module.run_config.trainer.max_steps
-    parameters = [p for p in module.model.parameters() if p.requires_grad]
+def transformer_optimizers(model, optim: OptimConfig, total_steps: int) -> dict:
+    """Lightning's `configure_optimizers` answer for a transformer: AdamW (warm-up + cosine, stepped per optimizer
+    step) with weight decay on matrices only; norms, biases and other vectors are not decayed."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": optim.weight_decay},
               {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer, scheduler = adamw_with_schedule(groups, optim, total_steps, used=budget_used(module))
+    optimizer, scheduler = adamw_with_schedule(groups, optim, total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -28,7 +28,7 @@ from audiolm_pl.codec.validation import CodecValidation
 from audiolm_pl.config import to_dict
 from audiolm_pl.data.datamodule import AudioDataConfig, AudioDataModule
 from audiolm_pl.tokens import AcousticCodec
-from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule, budget_used
+from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule
 
 
 @dataclass
@@ -179,9 +179,8 @@ class CodecModule(L.LightningModule):
 
     def configure_optimizers(self):
         o, total = self.run_config.optim, self.run_config.trainer.max_steps
-        used = budget_used(self)
-        opt_g, sched_g = adamw_with_schedule(self.model.parameters(), o, total, used=used)
-        opt_d, sched_d = adamw_with_schedule(self.discriminator.parameters(), o, total, used=used)
+        opt_g, sched_g = adamw_with_schedule(self.model.parameters(), o, total)
+        opt_d, sched_d = adamw_with_schedule(self.discriminator.parameters(), o, total)
         return [opt_g, opt_d], [{"scheduler": sched_g, "interval": "step"}, {"scheduler": sched_d, "interval": "step"}]
 
 

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from audiolm_pl.config import to_dict
 from audiolm_pl.detector.data import DetectorDataConfig, DetectorDataModule
 from audiolm_pl.detector.model import DetectorConfig, MelCNNDetector
-from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule, budget_used
+from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule
 
 
 @dataclass
@@ -58,7 +58,7 @@ class DetectorModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer, scheduler = adamw_with_schedule(self.model.parameters(), self.run_config.optim,
-                                                   self.run_config.trainer.max_steps, used=budget_used(self))
+                                                   self.run_config.trainer.max_steps)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
 

@@ -131,4 +131,4 @@ class TokenLMModule(L.LightningModule):
             self.log("val/unigram_entropy", float(-(p * p.log()).sum()), sync_dist=False)
 
     def configure_optimizers(self):
-        return transformer_optimizers(self)
+        return transformer_optimizers(self.model, self.run_config.optim, self.run_config.trainer.max_steps)

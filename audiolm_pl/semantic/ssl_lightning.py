@@ -20,7 +20,7 @@ from audiolm_pl.config import ConfigError, to_dict
 from audiolm_pl.data.datamodule import AudioDataConfig, AudioDataModule
 from audiolm_pl.semantic.ssl_model import SSLModel, SSLModelConfig
 from audiolm_pl.semantic.tokenizer import KMeansSemanticTokenizer, load_tokenizer
-from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule, budget_used
+from audiolm_pl.training import OptimConfig, TrainerConfig, adamw_with_schedule
 
 
 @dataclass
@@ -130,8 +130,7 @@ class SSLLightning(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True, batch_size=len(batch["key"]))
 
     def configure_optimizers(self):
-        optimizer, scheduler = adamw_with_schedule(self.model.parameters(), self.run_config.optim, self.run_config.trainer.max_steps,
-                                                   used=budget_used(self))
+        optimizer, scheduler = adamw_with_schedule(self.model.parameters(), self.run_config.optim, self.run_config.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

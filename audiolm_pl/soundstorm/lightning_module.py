@@ -73,4 +73,4 @@ class SoundStormModule(L.LightningModule):
         log_level_metrics(self, sums, names)
 
     def configure_optimizers(self):
-        return transformer_optimizers(self)
+        return transformer_optimizers(self.model, self.run_config.optim, self.run_config.trainer.max_steps)
