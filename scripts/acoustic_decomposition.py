@@ -4,7 +4,8 @@
 
 For each held-out utterance with a text: the true codes at 8 / L / Q' levels, true coarse + generated fine,
 generated coarse alone, and generated coarse + generated fine (= `eval`'s acoustic generation), each decoded and
-judged by every ASR judge of `eval`. `--coarse RUN` judges another coarse LM trained on the same tokens.
+judged by every ASR judge of `eval`. `--coarse RUN` judges another coarse LM trained on the same tokens (sampled as
+the pipeline samples its coarse stage; `--guidance G` sets the classifier-free guidance scale).
 Prints pooled CERs as JSON (docs/results/main_job_2026-11-25.md, coarse_levers_2026-11-25.md).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import torch
 
@@ -29,10 +31,14 @@ def main() -> None:
     parser.add_argument("workdir", help="a main job's work directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--coarse", default=None, help="another coarse LM (checkpoint or run directory) to judge")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="the coarse LM's classifier-free guidance scale (default: its own sampling's; 1 = off)")
     args = parser.parse_args()
     model = AudioLM.from_config(f"{args.workdir}/pipeline.yaml")
     coarse_lm = load_lm(args.coarse, expected_stage="coarse") if args.coarse else model.coarse_lm
     coarse_sampling, fine_sampling = model.stage_sampling("coarse"), model.stage_sampling("fine")
+    if args.guidance is not None:
+        coarse_sampling = replace(coarse_sampling, guidance=args.guidance)
     config = EvalConfig()
     utterances = [u for u in load_eval_utterances(f"{args.workdir}/shards/speech/val", model.sample_rate, config.per_speaker,
                                                   config.min_utterance_seconds, config.seed) if has_reference_text(u)]
