@@ -147,10 +147,12 @@ def _metadata_checked_reader(directory: Path):
     return Reader(directory)
 
 
-def load_raw(path: str | Path) -> dict:
+def load_raw(path: str | Path, mmap: bool = False) -> dict:
+    """A checkpoint file or run directory -> its dict, weights only. mmap: map the file instead of reading it
+    (for a look at its metadata: tensors are read only when touched)."""
     path = resolve_checkpoint_path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # UnpicklingError for foreign objects, EOFError for truncated files
         raise CheckpointError(
             f"cannot read {path} as a weights-only checkpoint ({type(err).__name__}: {err}); "

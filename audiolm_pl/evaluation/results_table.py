@@ -133,7 +133,7 @@ def _checkpoint_step(run: Path) -> Optional[int]:
     from audiolm_pl.checkpoint import CheckpointError, load_raw
 
     try:
-        step = load_raw(run).get("global_step")
+        step = load_raw(run, mmap=True).get("global_step")  # the weights stay on disk: eval has loaded them already
     except (CheckpointError, OSError, AttributeError):
         return None
     return int(step) if step is not None else None
