@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiolm_pl.lm.sampling import SamplingConfig, filter_logits, generate, sample_next
+from audiolm_pl.lm.sampling import SamplingConfig, filter_logits, generate, sample_categorical, sample_next
 from audiolm_pl.lm.transformer import TransformerConfig, TransformerLM
 
 VOCAB = 37
@@ -83,6 +83,17 @@ def test_top_k_and_top_p_filters():
     assert sample_next(logits, SamplingConfig(temperature=0)).tolist() == [0]
     draws = torch.stack([sample_next(logits, SamplingConfig(top_k=1)) for _ in range(20)])
     assert torch.all(draws == 0)
+
+
+def test_categorical_draws_follow_the_probabilities_and_never_draw_a_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]).repeat(20000, 1)
+    ids = sample_categorical(probs, torch.Generator().manual_seed(0))  # (40000,)
+    first, second = ids[0::2], ids[1::2]
+    share = torch.bincount(first, minlength=6).float() / first.numel()
+    assert (share - probs[0]).abs().max() < 0.015  # 3 standard deviations of a 0.5 share over 20,000 draws: 0.011
+    assert share[[0, 2, 5]].sum() == 0 and torch.all(second == 0)
+    again = sample_categorical(probs, torch.Generator().manual_seed(0))
+    assert torch.equal(ids, again)  # the generator decides every draw
 
 
 @pytest.mark.parametrize("position", ["t5", "rotary"])

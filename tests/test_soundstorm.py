@@ -10,7 +10,7 @@ import pytest
 import soundfile
 import torch
 
-from audiolm_pl.soundstorm.decoding import SoundStormSampling, decode_level, generate_soundstorm
+from audiolm_pl.soundstorm.decoding import SoundStormSampling, decode_level, forward_passes, generate_soundstorm
 from audiolm_pl.soundstorm.masking import mask_batch
 from audiolm_pl.soundstorm.model import SoundStormConfig, SoundStormModel, align_semantic
 from audiolm_pl.training import load_stage_config, train_stage
@@ -80,6 +80,15 @@ def test_every_frame_sees_every_frame_and_no_frame_sees_padding(position):
     assert not torch.allclose(model(semantic, codes)[0, :15], model(semantic, other)[0, :15])
 
 
+@pytest.mark.parametrize("position", ["t5", "rotary"])
+def test_a_context_built_once_gives_what_each_forward_builds(position):
+    model = tiny_model(position).eval()
+    semantic, codes = torch.randint(0, 12, (2, 25)), torch.randint(0, C + 1, (2, 25, L))  # MASK included
+    context = model.attention_context(25, codes.device)
+    assert context.mask is None or context.mask.is_contiguous()  # attention would copy a permuted bias per layer
+    assert torch.equal(model(semantic, codes, context=context), model(semantic, codes))
+
+
 def test_semantic_ids_are_aligned_to_frames_and_padded_past_their_end():
     aligned = align_semantic(torch.tensor([[5, 7, 9]]), 8, 2, pad_id=12)
     assert aligned.tolist() == [[5, 5, 7, 7, 9, 9, 12, 12]]
@@ -95,8 +104,8 @@ def test_each_pass_unmasks_along_the_cosine_schedule():
     codes[:, 6:, 0] = C  # level 0 unknown after the prompt: 24 frames
     seen = []
     forward = model.forward
-    model.forward = lambda semantic, codes_in, frames=None: (seen.append((codes_in[:, :, 0] == C).sum(1).tolist()),
-                                                             forward(semantic, codes_in))[1]
+    model.forward = lambda semantic, codes_in, frames=None, context=None: (
+        seen.append((codes_in[:, :, 0] == C).sum(1).tolist()), forward(semantic, codes_in, context=context))[1]
     with torch.no_grad():
         decode_level(model, torch.randint(0, 12, (2, 30)), codes, 0, passes=5, temperature=1.0,
                      generator=torch.Generator().manual_seed(0))
@@ -119,6 +128,23 @@ def test_decoding_fills_every_position_and_keeps_the_prompt(frames, prompt):
                                 torch.Generator().manual_seed(0))
     assert not torch.equal(made[:, prompt:], again[:, prompt:])  # other semantic ids: other codes
     assert model.training  # decoding leaves the model's mode as it found it
+
+
+def test_sampling_window_sets_the_frames_of_each_pass():
+    model = tiny_model(context=40).eval()  # trained context: 40 frames
+    widths = []
+    forward = model.forward
+    model.forward = lambda semantic, codes_in, frames=None, context=None: (
+        widths.append(codes_in.shape[1]), forward(semantic, codes_in, context=context))[1]
+    semantic = torch.randint(0, 12, (1, 50))
+    for window, expected in ((0, 40), (100, 100)):  # 0: the trained context, in windows; 100: one pass covers all
+        widths.clear()
+        sampling = SoundStormSampling(iterations=[3, 1], window=window)
+        made = generate_soundstorm(model, semantic, 100, sampling=sampling, generator=torch.Generator().manual_seed(0))
+        assert made.shape == (1, 100, L) and made.max() < C
+        assert max(widths) == expected and len(widths) == forward_passes(100, expected, L, sampling)
+    with pytest.raises(ValueError, match="sampling.window"):
+        SoundStormSampling(window=1)
 
 
 # -- training from token shards and the swap in AudioLM ---------------------------------------------------
@@ -189,7 +215,7 @@ def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_pa
     tuned = AudioLM.from_config(pipeline, overrides=("sampling.soundstorm.iterations=[3,2]",))
     calls, network = [], tuned.soundstorm.model
     forward = network.forward
-    network.forward = lambda *args: (calls.append(1), forward(*args))[1]
+    network.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
     tuned.generate_acoustics(semantic_ids=torch.randint(0, tokenizer.vocab_size, (1, 10)), seed=0)
     assert len(calls) == 3 + 2 * (Q - 1) and tuned.soundstorm.sampling.iterations == [8, 1, 1, 1]
     wav_in, wav_out = tmp_path / "prompt.wav", tmp_path / "out.wav"  # the generate command, through the YAML

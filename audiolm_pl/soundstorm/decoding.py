@@ -17,7 +17,8 @@ from typing import Optional
 
 import torch
 
-from audiolm_pl.lm.sampling import filter_logits
+from audiolm_pl.lm.sampling import filter_logits, sample_categorical
+from audiolm_pl.lm.transformer import AttentionContext
 from audiolm_pl.lm.windows import frame_windows
 from audiolm_pl.soundstorm.masking import cosine_share
 from audiolm_pl.soundstorm.model import SoundStormModel, align_semantic
@@ -29,10 +30,13 @@ class SoundStormSampling:
     temperature: float = 0.8  # level 0 (0 = greedy)
     level_temperature: float = 0.0  # levels above 0 (0 = greedy, the paper's)
     top_k: int = 0  # 0 = all codes
+    window: int = 0  # frames per forward pass; 0 = the trained context (model.max_seq_len)
 
     def __post_init__(self) -> None:
         if not self.iterations or min(self.iterations) < 1:
             raise ValueError(f"sampling.iterations must list >= 1 pass per level, got {self.iterations}")
+        if self.window < 0 or 0 < self.window < 2:
+            raise ValueError(f"sampling.window must be 0 (the trained context) or >= 2 frames, got {self.window}")
         if self.temperature < 0 or self.level_temperature < 0 or self.top_k < 0:
             raise ValueError(f"sampling needs temperature, level_temperature, top_k >= 0; got {self}")
 
@@ -52,6 +56,7 @@ class SoundStormSamplingOverride:
     temperature: Optional[float] = None
     level_temperature: Optional[float] = None
     top_k: Optional[int] = None
+    window: Optional[int] = None
 
     def over(self, base: SoundStormSampling) -> SoundStormSampling:
         """`base` with the fields this override sets (validated by SoundStormSampling)."""
@@ -65,7 +70,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int, generator) -> 
         codes = logits.argmax(-1)  # (B, T)
     else:
         flat = filter_logits(logits.flatten(0, 1) / temperature, top_k)  # (B * T, C)
-        codes = torch.multinomial(flat.softmax(-1), 1, generator=generator).view(logits.shape[:2])  # (B, T)
+        codes = sample_categorical(flat.softmax(-1), generator).view(logits.shape[:2])  # (B, T)
     log_probs = logits.log_softmax(-1).gather(-1, codes[..., None]).squeeze(-1)  # (B, T)
     return codes, log_probs
 
@@ -76,12 +81,15 @@ def _gumbel(shape, device, generator) -> torch.Tensor:
 
 
 def decode_level(model: SoundStormModel, semantic: torch.Tensor, codes: torch.Tensor, level: int, passes: int,
-                 temperature: float, top_k: int = 0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """codes (B, T, L) with MASK where unknown -> codes with every masked frame of `level` filled (in place too)."""
+                 temperature: float, top_k: int = 0, generator: Optional[torch.Generator] = None,
+                 context: Optional[AttentionContext] = None) -> torch.Tensor:
+    """codes (B, T, L) with MASK where unknown -> codes with every masked frame of `level` filled (in place too).
+    context: the model's `attention_context` of these T frames, to build it once for every pass."""
     unknown = codes[:, :, level] == model.mask_id  # (B, T) frames this level still has to make
     total = unknown.sum(dim=1)  # (B,)
+    context = context or model.attention_context(codes.shape[1], codes.device)
     for step in range(passes):
-        logits = model.level_logits(model(semantic, codes), level)  # (B, T, C)
+        logits = model.level_logits(model(semantic, codes, context=context), level)  # (B, T, C)
         sampled, confidence = _sample(logits, temperature, top_k, generator)  # (B, T) each
         masked = codes[:, :, level] == model.mask_id  # (B, T)
         left = torch.floor(cosine_share((step + 1) / passes) * total).long()  # (B,) masked after this pass
@@ -102,7 +110,7 @@ def generate_soundstorm(model: SoundStormModel, semantic_ids: torch.Tensor, num_
     """semantic ids (B, T_s) at their own rate (raw, not deduplicated), optional prompt codes (B, P, >= L) of the
     first P frames -> codes (B, num_frames, L), the prompt's frames first and unchanged.
 
-    window: frames per forward pass (default: the trained context `max_seq_len`)."""
+    window: frames per forward pass (default: `sampling.window`, else the trained context `max_seq_len`)."""
     sampling = sampling or SoundStormSampling()
     B, L = semantic_ids.shape[0], model.num_levels
     device = next(model.parameters()).device
@@ -114,7 +122,7 @@ def generate_soundstorm(model: SoundStormModel, semantic_ids: torch.Tensor, num_
             raise ValueError(f"prompt codes have {prompt_codes.shape[2]} levels; this model makes {L}")
         known = min(prompt_codes.shape[1], num_frames)
         codes[:, :known] = prompt_codes[:, :known, :L].to(device)
-    size = window or model.config.max_seq_len
+    size = window or sampling.window or model.config.max_seq_len
     was_training = model.training
     model.eval()
     try:
@@ -128,9 +136,10 @@ def generate_soundstorm(model: SoundStormModel, semantic_ids: torch.Tensor, num_
 
 def _decode_window(model, semantic, codes, sampling: SoundStormSampling, generator) -> torch.Tensor:
     """One window: semantic (B, W), codes (B, W, L) with its prompt frames known -> every level filled."""
+    context = model.attention_context(codes.shape[1], codes.device)  # the same for every pass over the window
     for level in range(model.num_levels):
         decode_level(model, semantic, codes, level, sampling.passes(level), sampling.temperature_of(level),
-                     sampling.top_k, generator)
+                     sampling.top_k, generator, context)
     return codes
 
 

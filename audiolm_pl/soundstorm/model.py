@@ -80,14 +80,17 @@ class SoundStormModel(nn.Module):
         """The code that marks a masked (unknown) position of any level."""
         return self.codebook_size
 
-    def _context(self, T: int, device, frames: torch.Tensor | None) -> AttentionContext:
+    def attention_context(self, T: int, device, frames: torch.Tensor | None = None) -> AttentionContext:
+        """What every block needs for T frames (position terms, padding mask); `forward` builds it, or takes one
+        built once for many passes over the same frames (decoding)."""
         positions = torch.arange(T, device=device)  # (T,)
         rotary = None
         if self.config.position == "rotary":
             rotary = rotary_tables(positions, self.config.d_model // self.config.n_head, self.config.rotary_base)
         mask = None
         if self.rel_bias is not None:
-            mask = self.rel_bias(positions, positions).to(self.code_emb.weight.dtype)  # (1, nh, T, T)
+            # contiguous: attention would otherwise copy the permuted bias in every layer
+            mask = self.rel_bias(positions, positions).to(self.code_emb.weight.dtype).contiguous()  # (1, nh, T, T)
         if frames is not None and not bool(frames.all()):  # padded rows: no frame attends to the padding
             padding = torch.zeros(frames.shape, device=device, dtype=self.code_emb.weight.dtype)
             padding = padding.masked_fill(~frames, float("-inf"))[:, None, None]  # (B, 1, 1, T)
@@ -104,11 +107,13 @@ class SoundStormModel(nn.Module):
         x = self.code_emb(codes + offsets).sum(dim=2)  # (B, T, d)
         return x + self.semantic_emb(semantic) + self.phase_emb(phase)[None]  # (B, T, d)
 
-    def forward(self, semantic: torch.Tensor, codes: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, semantic: torch.Tensor, codes: torch.Tensor, frames: torch.Tensor | None = None,
+                context: AttentionContext | None = None) -> torch.Tensor:
         """semantic (B, T), codes (B, T, L) [, frames (B, T) bool: False on padding] -> hidden states (B, T, d);
-        every real frame sees every real frame."""
+        every real frame sees every real frame. `context`: `attention_context` of these frames, if built already."""
         x = self.drop(self.embed(semantic, codes))  # (B, T, d)
-        context = self._context(x.shape[1], x.device, frames)
+        if context is None:
+            context = self.attention_context(x.shape[1], x.device, frames)
         for layer, block in enumerate(self.blocks):
             if self.config.activation_checkpointing and self.training:
                 x = checkpoint(block, x, context, layer, use_reentrant=False)
