@@ -25,6 +25,7 @@ from audiolm_pl.lm.stages import make_layout
 from audiolm_pl.lm.transformer import TransformerLM
 from audiolm_pl.soundstorm.decoding import forward_passes, generate_soundstorm
 from audiolm_pl.soundstorm.model import SoundStormModel
+from audiolm_pl.throughput import matmul_peak
 from audiolm_pl.tokens import TokenSpec
 from audiolm_pl.training import load_stage_config
 
@@ -68,6 +69,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    peak = matmul_peak(torch.device("cpu"), torch.float32) / 1e9
+    print(f"measured fp32 matmul peak on {args.threads} thread(s): {peak:.0f} GFLOP/s (compare times within one run)")
     specs = specs_of(args.size)
     for levels in map(int, args.levels):
         compare(args.size, specs, levels, [float(seconds) for seconds in args.seconds], [int(c) for c in args.contexts],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -239,3 +240,24 @@ def assert_run_logged(run_dir, tags) -> dict:
     assert "audio/0_reconstruction" in accumulator.Tags()["audio"]
     assert "spectrogram/0_reconstruction" in accumulator.Tags()["images"]
     return figures
+
+
+def run_notebook(pipeline: Path, prompt: Path, workdir: Path, seconds: float = 0.5) -> list[dict]:
+    """Executes notebooks/audiolm_inference.ipynb on `pipeline` and `prompt` in `workdir`; fails on any error
+    output, else returns every code cell's outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "audiolm_inference.ipynb", as_version=4)
+    env = {"AUDIOLM_PIPELINE": str(pipeline), "AUDIOLM_PROMPT": str(prompt), "AUDIOLM_SECONDS": str(seconds),
+           "AUDIOLM_EXPORT": str(workdir / "notebook_export")}
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    finally:
+        for key, value in old.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    return outputs

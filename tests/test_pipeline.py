@@ -4,7 +4,6 @@ command, spec checking, and the notebook — all on checkpoints this module trai
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import soundfile
 import torch
 
-from conftest import TINY_RUN_STEPS
+from conftest import TINY_RUN_STEPS, run_notebook
 
 from audiolm_pl.jobs.main import run_main_job
 
@@ -93,23 +92,11 @@ def test_long_outputs_go_past_the_coarse_context(tiny_run):
 
 
 def test_notebook_runs(tiny_run):
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "audiolm_inference.ipynb", as_version=4)
     prompt = next((tiny_run.root / "generated" / "prompts").glob("*.wav"))
-    env = {"AUDIOLM_PIPELINE": str(tiny_run.root / "pipeline.yaml"), "AUDIOLM_PROMPT": str(prompt), "AUDIOLM_SECONDS": "0.5"}
-    old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tiny_run.root)}}).execute()
-    finally:
-        for key, value in old.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+    outputs = run_notebook(tiny_run.root / "pipeline.yaml", prompt, tiny_run.root)
     assert any("image/png" in o.get("data", {}) for o in outputs)  # spectrogram figures
     assert any("text/html" in o.get("data", {}) for o in outputs)  # audio players
+    assert any("['coarse', 'fine']" in o.get("text", "") for o in outputs)  # the swap cell swapped the coarse LM
 
 
 def test_continuation_ids_are_placed_at_their_times():

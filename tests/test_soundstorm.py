@@ -10,6 +10,8 @@ import pytest
 import soundfile
 import torch
 
+from conftest import run_notebook
+
 from audiolm_pl.soundstorm.decoding import SoundStormSampling, decode_level, forward_passes, generate_soundstorm
 from audiolm_pl.soundstorm.masking import mask_batch
 from audiolm_pl.soundstorm.model import SoundStormConfig, SoundStormModel, align_semantic
@@ -234,6 +236,17 @@ def test_audiolm_swaps_coarse_and_fine_for_soundstorm(runs, token_shards, tmp_pa
     dedup = replace(semantic, layout=replace(semantic.layout, dedup=True))
     with pytest.raises(TokenSpecMismatch, match="deduplicated"):
         AudioLM(codec, tokenizer, dedup, None, None, soundstorm=soundstorm)
+
+
+def test_notebook_runs_on_a_soundstorm_pipeline(runs, token_shards, tmp_path):
+    """The inference notebook, unchanged, on a pipeline with `acoustic_stage: soundstorm`: its swap cell swaps the
+    SoundStorm run (no coarse LM to swap) and its export reloads four stages."""
+    pipeline, prompt = soundstorm_pipeline(runs, token_shards, tmp_path), tmp_path / "prompt.wav"
+    soundfile.write(prompt, (torch.randn(16000) * 0.1).numpy(), 16000)
+    outputs = run_notebook(pipeline, prompt, tmp_path, seconds=0.4)
+    assert any("['soundstorm']" in o.get("text", "") for o in outputs)  # the swap cell's acoustic stage
+    assert (tmp_path / "notebook_export" / "soundstorm" / "model.safetensors").is_file()
+    assert not (tmp_path / "notebook_export" / "coarse_lm").exists()
 
 
 def test_export_command_writes_a_soundstorm_pipeline(runs, token_shards, tmp_path):
