@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=comma_list, default=["5", "10", "20"])
     parser.add_argument("--levels", type=comma_list, default=["0"], help="RVQ levels made; 0 = the fine config's")
     parser.add_argument("--contexts", type=comma_list, default=["0"], help="SoundStorm windows (frames); 0 = config's")
+    parser.add_argument("--iterations", type=comma_list, default=None,
+                        help="SoundStorm passes per level, e.g. 4,1 (the last repeats); default: the config's")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,17 +77,19 @@ def main() -> None:
     specs = specs_of(args.size)
     for levels in map(int, args.levels):
         compare(args.size, specs, levels, [float(seconds) for seconds in args.seconds], [int(c) for c in args.contexts],
-                args.threads)
+                args.threads, [int(n) for n in args.iterations] if args.iterations else None)
 
 
 def compare(size: str, specs: dict[str, TokenSpec], levels: int, lengths: list[float], contexts: list[int],
-            threads: int) -> None:
+            threads: int, iterations: list[int] | None = None) -> None:
     """Print the time of both acoustic stages for each length, making `levels` RVQ levels (0: the fine config's),
-    SoundStorm decoding in windows of each of `contexts` frames."""
+    SoundStorm decoding in windows of each of `contexts` frames with `iterations` passes per level (None: config's)."""
     coarse = random_lm("coarse", size, specs)
     fine = random_lm("fine", size, specs, (f"num_levels={levels}",) if levels else ())
     levels = fine.layout.num_quantizers  # the levels the pair makes (the fine LM's last + 1)
     parallel = [random_soundstorm(size, specs, levels, context) for context in contexts]
+    if iterations:
+        parallel = [(model, replace(sampling, iterations=iterations)) for model, sampling in parallel]
     blocks = lambda model: sum(p.numel() for b in model.blocks for p in b.parameters()) / 1e6  # noqa: E731
     print(f"size={size} levels={levels} threads={threads} device=cpu | transformer blocks: coarse "
           f"{blocks(coarse.model):.2f} M + fine {blocks(fine.model):.2f} M, soundstorm {blocks(parallel[0][0]):.2f} M; "
