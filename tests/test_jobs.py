@@ -153,6 +153,7 @@ def test_training_steps_report_what_the_run_logged(tiny_run, step, run):
     assert validation and {name: figures[name] for name in validation} == validation
     assert not {name for name in figures if name.startswith("val/")} - set(validation)  # nothing that was not logged
     assert figures["step"] == logged["step"] == 3  # max_steps=3: the logger's step, also for the codec's two optimisers
+    assert figures["max_steps"] == 3 and figures["stopped_by"] == "max_steps"
     assert any(name.startswith("train/") for name in figures)  # the last step's training figures
 
 
@@ -222,3 +223,21 @@ def test_ssl_source_on_a_cpu_budget_warns_that_its_ids_carry_little(monkeypatch,
     with caplog.at_level("WARNING", logger="audiolm_pl.jobs.main"):
         job._ssl_tokenizer(config, tmp_path / "semantic" / "tokenizer.safetensors")
     assert ("stays near its random start" in caplog.text) == warned
+
+
+def test_a_stage_stopped_by_its_minutes_is_named_in_the_report(audio_shards, tmp_path):
+    """The budgets are minutes: a stage whose clock runs out before its max_steps (a slower machine) says so in
+    report.json and report.md, naming the key that gives it more time."""
+    from audiolm_pl.jobs import main as job
+    from audiolm_pl.jobs.report import write_markdown_report
+
+    config = job.MainJobConfig(workdir=str(tmp_path), size="tiny", codec_minutes=1 / 60)  # one second
+    figures = job._train(config, "codec", config.codec_minutes, f"data.train_shards={audio_shards.train}",
+                         f"data.val_shards={audio_shards.val}", "trainer.enable_progress_bar=false")
+    assert figures["max_steps"] == 1000 and figures["step"] < 1000  # conf/codec/tiny.yaml's, not reached in 1 s
+    assert figures["stopped_by"] == "codec_minutes"
+    report = {"steps": {"codec": {"seconds": 1.0, **figures},
+                        "fine_lm": {"seconds": 1.0, "step": 3, "max_steps": 3, "stopped_by": "max_steps"}}}
+    write_markdown_report(report, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert f"codec at step {figures['step']:,} of 1,000 (`codec_minutes=`)" in text and "fine_lm at step" not in text

@@ -164,16 +164,28 @@ def _minutes(value: float) -> str:
     return f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+# the MainJobConfig key that holds each trained stage's minutes
+BUDGET_KEYS = {"codec": "codec_minutes", "ssl": "ssl_minutes", "semantic": "semantic_lm_minutes",
+               "coarse": "coarse_lm_minutes", "fine": "fine_lm_minutes", "soundstorm": "soundstorm_minutes"}
+
+
 def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -> dict:
-    """Train `stage` at the job's size into runs/<stage>; returns the run's last val/ and train/ figures and step."""
+    """Train `stage` at the job's size into runs/<stage>; returns the run's last val/ and train/ figures, its step
+    and max_steps, and `stopped_by`: the budget key when its minutes ran out first (a slower machine: fewer steps)."""
     from audiolm_pl.training import fit_stage, load_stage_config
 
     overrides = (f"trainer.output_dir={config.root / 'runs'}", f"trainer.run_name={stage}",
                  f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides,
                  *([f"trainer.max_steps={config.max_steps}"] if config.max_steps else []))
-    result = fit_stage(stage, load_stage_config(stage, config.size, config.trainer, overrides))
+    run_config = load_stage_config(stage, config.size, config.trainer, overrides)
+    result = fit_stage(stage, run_config)
     figures = {name: round(value, 4) for name, value in sorted(result.metrics.items()) if name.startswith(("val/", "train/"))}
-    return {**figures, "step": result.step}
+    max_steps = run_config.trainer.max_steps
+    stopped_by = "max_steps" if result.step >= max_steps else BUDGET_KEYS[stage]
+    if stopped_by != "max_steps":
+        log.info("main job: %s stopped by its %.1f-minute budget (%s) at step %d of max_steps %d", stage, minutes,
+                 stopped_by, result.step, max_steps)
+    return {**figures, "step": result.step, "max_steps": max_steps, "stopped_by": stopped_by}
 
 
 def step_codec(config: MainJobConfig) -> dict:

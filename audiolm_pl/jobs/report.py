@@ -59,6 +59,12 @@ def write_markdown_report(report: dict, path: Path) -> None:
         text += "".join(f"; {k}: {json.dumps(v)}" for k, v in nested.items())
         lines.append(f"| {name} | {step['seconds'] / 60:.1f} | {text} |")
     lines += ["", f"Total: {sum(s['seconds'] for s in report['steps'].values()) / 60:.1f} minutes.", ""]
+    clocked = [(name, step) for name, step in report["steps"].items() if step.get("stopped_by", "max_steps") != "max_steps"]
+    if clocked:  # the budgets are minutes: a slower machine gives these stages fewer steps and lower figures
+        lines += ["Stopped by their time budget before `max_steps`: " + "; ".join(
+            f"{name} at step {step['step']:,} of {step['max_steps']:,} (`{step['stopped_by']}=`)" for name, step in clocked)
+            + ". A slower machine gives them fewer steps, and lower figures than the README's; give more minutes "
+            "with the key named.", ""]
     generated = report["steps"].get("generate", {}).get("continuations", [])
     if generated:
         lines += [f"Continuations (first {report.get('prompt_seconds', 3):g} s = the held-out prompt; a spectrogram PNG "
