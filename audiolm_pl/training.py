@@ -82,10 +82,13 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 
 def adamw_with_schedule(parameters, optim: OptimConfig, total_steps: int, weight_decay: float | None = None):
-    """(AdamW, LambdaLR warm-up + cosine) stepped once per optimizer step."""
+    """(AdamW, LambdaLR warm-up + cosine) stepped once per optimizer step.
+
+    The fused AdamW does the update in one kernel: on a CPU 5x faster than the per-tensor loop (1.5 vs 7.6 ms a step
+    for the small codec's 1.7 M parameters, docs/results/codec_speed_2026-12-08.md)."""
     import torch
 
-    optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=tuple(optim.betas),
+    optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=tuple(optim.betas), fused=True,
                                   weight_decay=optim.weight_decay if weight_decay is None else weight_decay)
     total = max(total_steps, optim.warmup_steps + 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

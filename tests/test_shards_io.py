@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from audiolm_pl.data.manifest import FORMAT, ManifestError, ShardEntry, ShardManifest, read_manifest, write_manifest
-from audiolm_pl.data.shard_io import AudioDecodeError, ShardWriter, iter_samples
+from audiolm_pl.data.shard_io import (AudioDecodeError, BadSample, ShardWriter, decode_audio, decode_audio_window,
+                                     iter_samples, raw_samples)
 from audiolm_pl.fileio import atomic_output, atomic_write_json
 
 
@@ -35,6 +36,23 @@ def test_audio_written_by_the_writer_reads_back_identically(tmp_path):
         assert sample.semantic is None and sample.acoustic is None
     with pytest.raises(AudioDecodeError, match="audio-000000.tar:spk_a/utt0 is 16000 Hz"):
         next(iter_samples(tmp_path, sample_rate=24000))
+
+
+def test_a_window_reads_the_same_samples_as_the_whole_clip_and_the_same_errors(tmp_path):
+    """The codec's crops read only their window (`decode_audio_window`); a wrong seek or length would shift them."""
+    clip = pcm16(40000, 2)  # long enough that FLAC seeks across several blocks
+    with ShardWriter(tmp_path / "audio-000000.tar") as writer:
+        writer.write_sample("spk/utt", {"speaker": "spk"}, audio=clip, sample_rate=16000)
+    raw = next(raw_samples([str(tmp_path / "audio-000000.tar")]))
+    np.testing.assert_array_equal(decode_audio(raw, 16000), clip)
+    for start, samples in ((0, 16000), (12345, 16000), (39000, 16000), (23999, 1)):
+        window, length = decode_audio_window(raw, 16000, samples, lambda total: start)
+        assert length == 40000
+        np.testing.assert_array_equal(window, clip[start:start + samples])  # past the end: shorter, as a slice
+    with pytest.raises(AudioDecodeError, match="audio-000000.tar:spk/utt is 16000 Hz"):
+        decode_audio_window(raw, 24000, 16000, lambda total: 0)
+    with pytest.raises(BadSample, match="audio-000000.tar:spk/utt: cannot decode"):
+        decode_audio_window({**raw, "flac": raw["flac"][:50]}, 16000, 16000, lambda total: 0)
 
 
 def test_tokens_written_by_the_writer_read_back_identically(tmp_path):

@@ -54,7 +54,7 @@ def test_tokens_equal_unbatched_encoding(token_shards):
     (the frame codec is not causal, so the job encodes each clip at its own length)."""
     import webdataset as wds
 
-    from audiolm_pl.data.datamodule import decode_audio
+    from audiolm_pl.data.shard_io import decode_audio
 
     audio_tar = sorted(token_shards.audio.val.glob("*.tar"))[0]
     written = read_samples(token_shards.val / "tokens-000000.tar")

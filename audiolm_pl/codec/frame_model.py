@@ -22,6 +22,7 @@ from torch import nn
 
 from audiolm_pl.codec.base import QuantizedCodec
 from audiolm_pl.codec.fsq import FactorisedResidualFSQ, FSQConfig
+from audiolm_pl.codec.spectral import stft_magnitude
 
 MAX_LOG_MAGNITUDE = 6.0
 
@@ -103,9 +104,9 @@ class FrameCodec(QuantizedCodec):
 
     def analysis(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, T_a * hop) -> log-magnitude frames (B, T_a, S * bins)."""
-        spec = torch.stft(wav.float(), self.config.n_fft, self.stft_hop, window=self.window, return_complex=True)
-        frames = spec[:, :, : wav.shape[1] // self.stft_hop]  # (B, bins, T_a * S): centred frames, last one dropped
-        logmag = torch.log(frames.abs().clamp_min(1e-5)).transpose(1, 2)  # (B, T_a * S, bins)
+        magnitude = stft_magnitude(wav.float(), self.window, self.stft_hop)  # (B, bins, T_a * S + 1)
+        frames = magnitude[:, :, : wav.shape[1] // self.stft_hop]  # (B, bins, T_a * S): centred frames, last one dropped
+        logmag = torch.log(frames.clamp_min(1e-5)).transpose(1, 2)  # (B, T_a * S, bins)
         batch, steps, bins = logmag.shape
         return logmag.reshape(batch, steps // self.config.subframes, self.config.subframes * bins)  # (B, T_a, S * bins)
 

@@ -11,6 +11,7 @@ from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
 from audiolm_pl.codec.discriminators import DiscriminatorOutput
+from audiolm_pl.codec.spectral import stft_magnitude
 
 
 class MultiScaleMelLoss(nn.Module):
@@ -29,8 +30,8 @@ class MultiScaleMelLoss(nn.Module):
             self.register_buffer(f"hann_{size}", torch.hann_window(size), persistent=False)
 
     def mel(self, wav: torch.Tensor, size: int) -> torch.Tensor:
-        spec = torch.stft(wav.float(), size, size // 4, window=getattr(self, f"hann_{size}"), return_complex=True)  # (B, F, T_s)
-        return getattr(self, f"mel_{size}") @ spec.abs()  # (B, n_mels, T_s)
+        magnitude = stft_magnitude(wav.float(), getattr(self, f"hann_{size}"), size // 4)  # (B, F, T_s)
+        return getattr(self, f"mel_{size}") @ magnitude  # (B, n_mels, T_s)
 
     def forward(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(predicted.device.type, enabled=False):

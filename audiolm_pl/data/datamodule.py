@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from audiolm_pl.data.shard_io import AudioDecodeError, decode_audio
+from audiolm_pl.data.shard_io import AudioDecodeError, decode_audio_window
 from audiolm_pl.data.shard_paths import manifest_for
 from audiolm_pl.data.stream import StreamDataModule, check_stream_fields
 
@@ -51,11 +51,12 @@ class AudioCropper:
         self.min_samples = int(config.min_seconds * config.sample_rate)
 
     def __call__(self, sample: dict, rng: random.Random) -> Optional[dict]:
-        audio = decode_audio(sample, self.config.sample_rate)
-        if len(audio) < self.min_samples:
+        def choose_start(length: int) -> int:
+            return rng.randrange(length - self.crop_samples + 1) if self.train and length > self.crop_samples else 0
+
+        crop, length = decode_audio_window(sample, self.config.sample_rate, self.crop_samples, choose_start)
+        if length < self.min_samples:
             return None
-        start = rng.randrange(len(audio) - self.crop_samples + 1) if self.train and len(audio) > self.crop_samples else 0
-        crop = audio[start : start + self.crop_samples]
         wav = np.zeros(self.crop_samples, dtype=np.float32)
         wav[: len(crop)] = crop
         mask = np.zeros(self.crop_samples, dtype=bool)
