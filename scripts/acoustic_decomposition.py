@@ -33,12 +33,16 @@ def main() -> None:
     parser.add_argument("--coarse", default=None, help="another coarse LM (checkpoint or run directory) to judge")
     parser.add_argument("--guidance", type=float, default=None,
                         help="the coarse LM's classifier-free guidance scale (default: its own sampling's; 1 = off)")
+    parser.add_argument("--fine-temperature", type=float, default=None,
+                        help="the fine LM's sampling temperature (default: the pipeline's)")
     args = parser.parse_args()
     model = AudioLM.from_config(f"{args.workdir}/pipeline.yaml")
     coarse_lm = load_lm(args.coarse, expected_stage="coarse") if args.coarse else model.coarse_lm
     coarse_sampling, fine_sampling = model.stage_sampling("coarse"), model.stage_sampling("fine")
     if args.guidance is not None:
         coarse_sampling = replace(coarse_sampling, guidance=args.guidance)
+    if args.fine_temperature is not None:
+        fine_sampling = replace(fine_sampling, temperature=args.fine_temperature)
     config = EvalConfig()
     utterances = [u for u in load_eval_utterances(f"{args.workdir}/shards/speech/val", model.sample_rate, config.per_speaker,
                                                   config.min_utterance_seconds, config.seed) if has_reference_text(u)]
