@@ -55,14 +55,17 @@ def main() -> None:
             wav = torch.from_numpy(utterance.wav)[None]  # (1, T)
             codes, semantic = model.codec.encode(wav), model.semantic_tokenizer.encode(wav)  # (1, T_a, Q), (1, T_s)
             coarse = codes[:, :, :coarse_levels]  # (1, T_a, Q')
-            fine_given_true = generate_fine(model.fine_lm, coarse, None, fine_sampling, generator=generator)
+            with_fine = coarse_levels < levels  # a coarse LM of every level the fine stage makes needs none
+            if with_fine:  # drawn first, so a seed gives the figures recorded in docs/results before this branch
+                fine_given_true = generate_fine(model.fine_lm, coarse, None, fine_sampling, generator=generator)
             coarse_generated = generate_coarse(coarse_lm, semantic, None, coarse_sampling,
                                                num_frames=codes.shape[1], generator=generator)
-            fine_generated = generate_fine(model.fine_lm, coarse_generated, None, fine_sampling, generator=generator)
             decodes = {"original": wav, f"true {codes.shape[2]} levels": codes, f"true {levels} levels": codes[:, :, :levels],
-                       f"true {coarse_levels} levels": coarse, "true coarse + generated fine": torch.cat([coarse, fine_given_true], 2),
-                       "generated coarse (no fine)": coarse_generated,
-                       "generated coarse + generated fine": torch.cat([coarse_generated, fine_generated], 2)}
+                       f"true {coarse_levels} levels": coarse, "generated coarse (no fine)": coarse_generated}
+            if with_fine:
+                fine_generated = generate_fine(model.fine_lm, coarse_generated, None, fine_sampling, generator=generator)
+                decodes.update({"true coarse + generated fine": torch.cat([coarse, fine_given_true], 2),
+                                "generated coarse + generated fine": torch.cat([coarse_generated, fine_generated], 2)})
             for name, value in decodes.items():
                 audio = (value if name == "original" else model.codec.decode(value))[0].numpy()  # (T,)
                 for spec, judge in judges.asr.items():

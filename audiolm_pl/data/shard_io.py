@@ -140,7 +140,7 @@ def decode_audio_window(raw: dict, expected_rate: int, samples: int,
             file.seek(choose_start(length))
             return file.read(samples, dtype="float32", always_2d=True)[:, 0], length  # (<= samples,)
         except RuntimeError as err:  # soundfile.LibsndfileError
-            raise BadSample(f"{where}: cannot decode its audio ({getattr(err, 'error_string', err)})") from None
+            raise _undecodable(where, err) from None
 
 
 def _audio_and_rate(raw: dict, expected_rate: Optional[int]) -> tuple[np.ndarray, int]:
@@ -149,7 +149,7 @@ def _audio_and_rate(raw: dict, expected_rate: Optional[int]) -> tuple[np.ndarray
         try:
             return file.read(dtype="float32", always_2d=True)[:, 0], file.samplerate  # (T,)
         except RuntimeError as err:  # soundfile.LibsndfileError
-            raise BadSample(f"{where}: cannot decode its audio ({getattr(err, 'error_string', err)})") from None
+            raise _undecodable(where, err) from None
 
 
 @contextmanager
@@ -162,7 +162,7 @@ def _open_audio(raw: dict, expected_rate: Optional[int]) -> Iterator[tuple[sound
     try:
         file = soundfile.SoundFile(io.BytesIO(payload))
     except RuntimeError as err:  # soundfile.LibsndfileError
-        raise BadSample(f"{where}: cannot decode its audio ({getattr(err, 'error_string', err)})") from None
+        raise _undecodable(where, err) from None
     with file:
         if expected_rate is not None and file.samplerate != expected_rate:
             raise AudioDecodeError(f"{where} is {file.samplerate} Hz; this config expects {expected_rate} Hz "
@@ -170,6 +170,10 @@ def _open_audio(raw: dict, expected_rate: Optional[int]) -> Iterator[tuple[sound
         if file.channels != 1:
             raise AudioDecodeError(f"{where} has {file.channels} channels; shards must be mono")
         yield file, where
+
+
+def _undecodable(where: str, err: RuntimeError) -> BadSample:
+    return BadSample(f"{where}: cannot decode its audio ({getattr(err, 'error_string', err)})")  # LibsndfileError
 
 
 def decode_npy(raw: dict, name: str) -> np.ndarray:
