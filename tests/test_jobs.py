@@ -232,7 +232,7 @@ def test_a_stage_stopped_by_its_minutes_is_named_in_the_report(audio_shards, tmp
     from audiolm_pl.jobs.report import write_markdown_report
 
     config = job.MainJobConfig(workdir=str(tmp_path), size="tiny", codec_minutes=1 / 60)  # one second
-    figures = job._train(config, "codec", config.codec_minutes, f"data.train_shards={audio_shards.train}",
+    figures = job._train(config, "codec", "codec_minutes", f"data.train_shards={audio_shards.train}",
                          f"data.val_shards={audio_shards.val}", "trainer.enable_progress_bar=false")
     assert figures["max_steps"] == 1000 and figures["step"] < 1000  # conf/codec/tiny.yaml's, not reached in 1 s
     assert figures["stopped_by"] == "codec_minutes"

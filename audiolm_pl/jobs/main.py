@@ -89,6 +89,12 @@ class MainJobConfig:
         if self.acoustic_stage not in ACOUSTIC_STEPS:
             raise ValueError(f"acoustic_stage must be one of {list(ACOUSTIC_STEPS)}, got {self.acoustic_stage!r}")
 
+    def minutes(self, budget: str) -> float:
+        """The minutes of the budget key `budget` (codec_minutes, ...); soundstorm_minutes 0: the pair's it replaces."""
+        if budget == "soundstorm_minutes" and not self.soundstorm_minutes:
+            return self.coarse_lm_minutes + self.fine_lm_minutes
+        return getattr(self, budget)
+
     def skips(self, step: str) -> bool:
         """True for the steps of the acoustic stage this job does not use (coarse_lm and fine_lm with soundstorm)."""
         return any(step in steps for stage, steps in ACOUSTIC_STEPS.items() if stage != self.acoustic_stage)
@@ -159,29 +165,26 @@ def step_shards(config: MainJobConfig) -> dict:
     return figures
 
 
-def _minutes(value: float) -> str:
-    total = int(value * 60)
+def _max_time(minutes: float) -> str:
+    total = int(minutes * 60)
     return f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
-# the MainJobConfig key that holds each trained stage's minutes
-BUDGET_KEYS = {"codec": "codec_minutes", "ssl": "ssl_minutes", "semantic": "semantic_lm_minutes",
-               "coarse": "coarse_lm_minutes", "fine": "fine_lm_minutes", "soundstorm": "soundstorm_minutes"}
-
-
-def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -> dict:
-    """Train `stage` at the job's size into runs/<stage>; returns the run's last val/ and train/ figures, its step
-    and max_steps, and `stopped_by`: the budget key when its minutes ran out first (a slower machine: fewer steps)."""
+def _train(config: MainJobConfig, stage: str, budget: str, *overrides: str) -> dict:
+    """Train `stage` at the job's size into runs/<stage> for the minutes of the config key `budget`; returns the run's
+    last val/ and train/ figures, its step and max_steps, and `stopped_by`: `budget` when its minutes ran out first
+    (a slower machine: fewer steps), else "max_steps"."""
     from audiolm_pl.training import fit_stage, load_stage_config
 
+    minutes = config.minutes(budget)
     overrides = (f"trainer.output_dir={config.root / 'runs'}", f"trainer.run_name={stage}",
-                 f"trainer.max_time={_minutes(minutes)}", f"trainer.seed={config.seed}", *overrides,
+                 f"trainer.max_time={_max_time(minutes)}", f"trainer.seed={config.seed}", *overrides,
                  *([f"trainer.max_steps={config.max_steps}"] if config.max_steps else []))
     run_config = load_stage_config(stage, config.size, config.trainer, overrides)
     result = fit_stage(stage, run_config)
     figures = {name: round(value, 4) for name, value in sorted(result.metrics.items()) if name.startswith(("val/", "train/"))}
     max_steps = run_config.trainer.max_steps
-    stopped_by = "max_steps" if result.step >= max_steps else BUDGET_KEYS[stage]
+    stopped_by = "max_steps" if result.step >= max_steps else budget
     if stopped_by != "max_steps":
         log.info("main job: %s stopped by its %.1f-minute budget (%s) at step %d of max_steps %d", stage, minutes,
                  stopped_by, result.step, max_steps)
@@ -189,7 +192,7 @@ def _train(config: MainJobConfig, stage: str, minutes: float, *overrides: str) -
 
 
 def step_codec(config: MainJobConfig) -> dict:
-    return _train(config, "codec", config.codec_minutes, f"data.train_shards={config.train_split('shards')}",
+    return _train(config, "codec", "codec_minutes", f"data.train_shards={config.train_split('shards')}",
                   f"data.val_shards={config.val_split('shards')}")
 
 
@@ -222,7 +225,7 @@ def _ssl_tokenizer(config: MainJobConfig, out: Path) -> dict:
     first = "logmel" if config.corpus == "piano" else "mfcc"  # MFCCs blur pitch (CORPUS_DEFAULTS)
     targets = out.parent / f"{first}_50hz.safetensors"
     _kmeans(config, first, [shards / "train"], targets, frame_rate=50, max_frames=200000)
-    figures = _train(config, "ssl", config.ssl_minutes, f"targets.tokenizer={targets}",
+    figures = _train(config, "ssl", "ssl_minutes", f"targets.tokenizer={targets}",
                      f"data.train_shards={shards / 'train'}", f"data.val_shards={shards / 'val'}")
     _kmeans(config, f"ssl:{config.root / 'runs' / 'ssl'}", [shards / "train"], out, frame_rate=25, max_frames=200000,
             layer=1)
@@ -244,7 +247,7 @@ def _lm_step(stage: str):
     def step(config: MainJobConfig) -> dict:
         # SoundStorm reads each semantic id at its frame: a semantic LM that deduplicates them would lose the timing
         timed = ("dedup=false",) if stage == "semantic" and config.acoustic_stage == "soundstorm" else ()
-        return _train(config, stage, getattr(config, f"{stage}_lm_minutes"), f"data.train_shards={config.train_split('tokens')}",
+        return _train(config, stage, f"{stage}_lm_minutes", f"data.train_shards={config.train_split('tokens')}",
                       f"data.val_shards={config.val_split('tokens')}", *timed)
 
     step.__name__ = f"step_{stage}_lm"
@@ -253,8 +256,7 @@ def _lm_step(stage: str):
 
 def step_soundstorm(config: MainJobConfig) -> dict:
     """The parallel acoustic stage on the same token shards, with the coarse + fine LMs' minutes unless set."""
-    minutes = config.soundstorm_minutes or config.coarse_lm_minutes + config.fine_lm_minutes
-    return _train(config, "soundstorm", minutes, f"data.train_shards={config.train_split('tokens')}",
+    return _train(config, "soundstorm", "soundstorm_minutes", f"data.train_shards={config.train_split('tokens')}",
                   f"data.val_shards={config.val_split('tokens')}")
 
 
