@@ -4,8 +4,8 @@
 are not vectorised, the one-sided FFT's backward rebuilds the full spectrum for a complex FFT, and `unfold`'s
 backward scatters with `index_add_`. The gradient of |rfft(w * frames)| is a real inverse FFT of the spectrum
 scaled by grad / |X|, overlap-added with shifted slices; written that way the mel loss's forward + backward is
-~1.6x faster and the codec's training step ~1.2x (docs/results/codec_speed_2026-12-08.md). Same values and
-gradients as torch.stft (center=True, reflect padding) to float32 rounding (tests/test_codec_spectral.py).
+~1.5x faster and the codec's training step ~1.2x (docs/results/codec_speed_2026-12-08.md). Same values and
+gradients as torch.stft (center=True, reflect padding) up to rounding (tests/test_codec_spectral.py).
 """
 
 from __future__ import annotations
